@@ -1,0 +1,5 @@
+import sys
+
+from mathgpt.cli import main
+
+sys.exit(main())

@@ -1,0 +1,136 @@
+"""The `mathgpt` command: the one edge where arguments are parsed and errors become one-line messages.
+
+Each subcommand parses its arguments here and calls plain functions of the stage it belongs to. Expected
+failures (a bad config, a missing file, a bad dataset name) raise ``ConfigError`` / ``DataError`` /
+``FileNotFoundError`` and are printed as one line with exit code 2; nothing is written in that case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from mathgpt.config import load_config
+    from mathgpt.run import dry_run, run_experiment
+
+    cfg = load_config(args.config)
+    if args.dry_run:
+        print(dry_run(cfg))
+        return 0
+    out = Path(args.output_dir or Path("runs") / cfg.name)
+    run_experiment(cfg, out)
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from mathgpt.checker import extract_answer, is_correct
+
+    verdict = is_correct(args.gold, args.response, args.dataset)
+    print("true" if verdict else "false")
+    print(f"extracted: {extract_answer(args.response, args.dataset)}")
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from mathgpt import data
+
+    if args.data_cmd == "show":
+        print(data.show(args.name, data_dir=args.data_dir, n_examples=args.n))
+    else:
+        from mathgpt import contamination
+
+        print(contamination.check_report(args.train, args.eval, data_dir=args.data_dir, n=args.ngram))
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from mathgpt.sweep import run_sweep
+
+    run_sweep(
+        args.sweep,
+        storage=args.storage,
+        n_trials=args.n_trials,
+        study_name=args.study,
+        output_dir=args.output_dir,
+        report=not args.no_report,
+    )
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from mathgpt.report import write_report
+
+    out = write_report(args.study, storage=args.storage, out_dir=args.out, runs_dir=args.runs_dir)
+    print(f"report written to {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mathgpt", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("run", help="fine-tune once and evaluate base vs fine-tuned")
+    r.add_argument("config")
+    r.add_argument("--output-dir")
+    r.add_argument("--dry-run", action="store_true", help="meta-device model: trainable params, memory estimate")
+    r.set_defaults(fn=_cmd_run)
+
+    c = sub.add_parser("check", help="grade one response against a gold answer")
+    c.add_argument("gold")
+    c.add_argument("response")
+    c.add_argument("--dataset", choices=["gsm8k", "math"], default="gsm8k")
+    c.set_defaults(fn=_cmd_check)
+
+    d = sub.add_parser("data", help="inspect datasets and check train/eval overlap")
+    dsub = d.add_subparsers(dest="data_cmd", required=True)
+    ds = dsub.add_parser("show", help="row count, fields and a few examples")
+    ds.add_argument("name")
+    ds.add_argument("-n", type=int, default=3)
+    ds.add_argument("--data-dir", default=None)
+    dc = dsub.add_parser("check", help="n-gram overlap between training pools and evaluation sets")
+    dc.add_argument("--train", nargs="+", default=["gsm8k:train", "synthetic:train"])
+    dc.add_argument("--eval", nargs="+", default=["gsm8k:test", "math500", "svamp", "synthetic:test"])
+    dc.add_argument("--ngram", type=int, default=13)
+    dc.add_argument("--data-dir", default=None)
+    d.set_defaults(fn=_cmd_data)
+
+    s = sub.add_parser("sweep", help="Optuna study over data size, epochs, LoRA rank and learning rate")
+    s.add_argument("sweep")
+    s.add_argument("--storage", default=None, help="an RDB URL; default: a journal file in DIR/<study>/")
+    s.add_argument("--n-trials", type=int, default=None)
+    s.add_argument("--study", default=None)
+    s.add_argument("--output-dir", default="runs")
+    s.add_argument("--no-report", action="store_true")
+    s.set_defaults(fn=_cmd_sweep)
+
+    rp = sub.add_parser("report", help="scaling-curve report of a study")
+    rp.add_argument("study")
+    rp.add_argument("--storage", default=None)
+    rp.add_argument("--runs-dir", default="runs")
+    rp.add_argument("--out", default=None, help="default: analysis/<study>/")
+    rp.set_defaults(fn=_cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mathgpt.config import ConfigError
+    from mathgpt.data import DataError
+
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return args.fn(args)
+    except (ConfigError, DataError, FileNotFoundError) as err:
+        print(f"mathgpt: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mathgpt: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

