@@ -57,7 +57,13 @@ def test_training_changes_only_lora_weights_and_lowers_loss(tiny_model_dir, tmp_
     args = training_args(out_dir=tmp_path, epochs=3, lr=5e-3, batch_size=4, grad_accum=1, warmup_ratio=0.0,
                          scheduler="constant", weight_decay=0.0, max_grad_norm=1.0, logging_steps=1, seed=0,
                          device="cpu", dtype="float32")  # fmt: skip
-    train(model, tok, rows, args, on_log=lambda logs, step: losses.append(logs["loss"]) if "loss" in logs else None)
+    train(
+        model,
+        tok,
+        rows,
+        args,
+        on_log=lambda logs, step: losses.append(logs["loss"]) if "loss" in logs else None,
+    )
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed and all("lora_" in n for n in changed)
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
@@ -106,7 +112,9 @@ def test_epochs_zero_evaluates_the_base_only(tiny_model_dir, tmp_path, write_con
 
 
 def test_too_few_steps_caps_the_batch(tiny_model_dir, tmp_path, write_config):
-    cfg = write_config(tiny_run_config(tiny_model_dir, train={"batch_size": 8, "min_steps": 8}, eval={"base": False}))
+    cfg = write_config(
+        tiny_run_config(tiny_model_dir, train={"batch_size": 8, "min_steps": 8}, eval={"base": False})
+    )
     assert main(["run", str(cfg), "--output-dir", str(tmp_path / "o")]) == 0
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["effective_batch_size"] == 4
 

@@ -1,0 +1,105 @@
+"""The statistics behind "significantly better": intervals, paired tests and the scaling fit.
+
+Every model in a study answers the same problems, so the comparison with the base model is paired (McNemar on
+the discordant problems), not two independent proportions. Thin wrappers over statsmodels and scipy, kept
+here so evaluation and reports compute them the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import linregress, norm
+from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.proportion import proportion_confint
+
+# Below this many discordant problems the chi-square approximation is poor; use the exact binomial test.
+EXACT_BELOW = 25
+
+
+def wilson_ci(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for k successes in n trials (z=1.96: 95%); stays inside [0, 1] even at k=0 or n.
+
+    >>> [round(v, 3) for v in wilson_ci(20, 100)]
+    [0.133, 0.289]
+    """
+    if n < 0 or k < 0 or k > n:
+        raise ValueError(f"wilson_ci needs 0 <= k <= n (got k={k}, n={n})")
+    if n == 0:
+        return (0.0, 1.0)  # no problems: the interval says nothing, and says so
+    alpha = 2.0 * (1.0 - norm.cdf(z))
+    lo, hi = proportion_confint(k, n, alpha=alpha, method="wilson")
+    return (max(0.0, float(lo)), min(1.0, float(hi)))
+
+
+@dataclass(frozen=True)
+class McNemar:
+    """Paired comparison of two models on the same problems."""
+
+    n: int
+    base_only: int  # problems the base got right and the other model wrong (b)
+    tuned_only: int  # problems the base got wrong and the other model right (c)
+    gain: float  # accuracy difference, tuned minus base, as a fraction
+    statistic: float
+    pvalue: float
+    exact: bool
+
+
+def paired_table(base: Sequence[int], tuned: Sequence[int]) -> np.ndarray:
+    """2x2 table [[both right, base only], [tuned only, both wrong]] of two 0/1 vectors, same problems."""
+    a = np.asarray(base, dtype=bool)
+    t = np.asarray(tuned, dtype=bool)
+    if a.shape != t.shape or a.ndim != 1:
+        raise ValueError(f"paired vectors must have the same length (got {a.size} and {t.size})")
+    return np.array([[np.sum(a & t), np.sum(a & ~t)], [np.sum(~a & t), np.sum(~a & ~t)]], dtype=int)
+
+
+def mcnemar_test(base: Sequence[int], tuned: Sequence[int]) -> McNemar:
+    """McNemar's test: exact binomial when fewer than EXACT_BELOW problems are discordant, else chi2 with
+    continuity correction. Two-sided; the sign of the gain says which way."""
+    table = paired_table(base, tuned)
+    b, c = int(table[0, 1]), int(table[1, 0])
+    n = int(table.sum())
+    exact = b + c < EXACT_BELOW
+    res = mcnemar(table, exact=exact, correction=True)
+    gain = (c - b) / n if n else 0.0
+    return McNemar(n, b, c, gain, float(res.statistic), float(res.pvalue), exact)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values: every (trial, epoch) point is its own test against the same base model."""
+    if len(pvalues) == 0:
+        return []
+    return [float(p) for p in multipletests(list(pvalues), method="holm")[1]]
+
+
+@dataclass(frozen=True)
+class LogLinearFit:
+    """accuracy = intercept + slope * log2(examples): slope is accuracy gained per doubling of data."""
+
+    slope: float  # per doubling, in the units of y
+    intercept: float  # at 1 example (log2 = 0)
+    r2: float  # nan when y does not vary
+    n: int
+
+    def predict(self, x: Sequence[float] | np.ndarray) -> np.ndarray:
+        return self.intercept + self.slope * np.log2(np.asarray(x, dtype=float))
+
+
+def loglinear_fit(x: Sequence[float], y: Sequence[float]) -> LogLinearFit | None:
+    """Least-squares fit of y on log2(x); None when fewer than two distinct positive x (no line to draw)."""
+    xs = np.asarray(x, dtype=float)
+    ys = np.asarray(y, dtype=float)
+    keep = (xs > 0) & np.isfinite(ys)
+    xs, ys = xs[keep], ys[keep]
+    if np.unique(xs).size < 2:
+        return None
+    if np.ptp(ys) == 0:  # a flat line: the slope is 0 and R^2 is undefined, not 0 or 1
+        return LogLinearFit(0.0, float(ys[0]), math.nan, int(xs.size))
+    res = linregress(np.log2(xs), ys)
+    r2 = float(res.rvalue**2)
+    return LogLinearFit(float(res.slope), float(res.intercept), r2, int(xs.size))
