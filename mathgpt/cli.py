@@ -76,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="fine-tune once and evaluate base vs fine-tuned")
     r.add_argument("config")
     r.add_argument("--output-dir")
-    r.add_argument("--dry-run", action="store_true", help="meta-device model: trainable params, memory estimate")
+    r.add_argument(
+        "--dry-run", action="store_true", help="meta-device model: trainable params, memory estimate"
+    )
     r.set_defaults(fn=_cmd_run)
 
     c = sub.add_parser("check", help="grade one response against a gold answer")
@@ -127,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, FileNotFoundError) as err:
         print(f"mathgpt: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `mathgpt data show X | head`: the reader left, nothing to report
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("mathgpt: interrupted", file=sys.stderr)
         return 130

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from mathgpt.checker import extract_answer, is_correct
+from mathgpt.checker import grade
 from mathgpt.data import Example
 from mathgpt.generate import generate
 from mathgpt.prompts import format_prompt
@@ -20,7 +20,9 @@ class EvalSet:
 
 @dataclass
 class EvalResult:
-    records: list[dict]  # one per problem: id, eval_set, level, subject, question, gold, output, extracted, correct
+    records: list[
+        dict
+    ]  # one per problem: id, eval_set, level, subject, question, gold, output, extracted, correct
     accuracy: float
     ci95: tuple[float, float]
     n_correct: int
@@ -42,15 +44,25 @@ class EvalResult:
         return {k: {"accuracy": sum(v) / len(v), "n": len(v)} for k, v in sets.items()}
 
 
-def evaluate(model, tokenizer, eval_sets: list[EvalSet], *, prompt_format: str, max_new_tokens: int,
-             batch_size: int, desc: str) -> EvalResult:  # fmt: skip
+def evaluate(
+    model,
+    tokenizer,
+    eval_sets: list[EvalSet],
+    *,
+    prompt_format: str,
+    max_new_tokens: int,
+    batch_size: int,
+    desc: str,
+) -> EvalResult:
     start = time.perf_counter()
     problems = [(s.name, ex) for s in eval_sets for ex in s.examples]
     prompts = [format_prompt(ex.question, prompt_format, tokenizer) for _, ex in problems]
-    gens, tok_per_s = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                               desc=desc)  # fmt: skip
+    gens, tok_per_s = generate(
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, desc=desc
+    )
     records = []
     for (set_name, ex), gen in zip(problems, gens, strict=True):
+        extracted, correct = grade(ex.answer, gen.text, ex.grader)
         records.append(
             {
                 "id": ex.id,
@@ -60,8 +72,8 @@ def evaluate(model, tokenizer, eval_sets: list[EvalSet], *, prompt_format: str, 
                 "question": ex.question,
                 "gold": ex.answer,
                 "output": gen.text,
-                "extracted": extract_answer(gen.text, ex.grader),
-                "correct": bool(is_correct(ex.answer, gen.text, ex.grader)),
+                "extracted": extracted,
+                "correct": bool(correct),
             }
         )
     k, n = sum(r["correct"] for r in records), len(records)
