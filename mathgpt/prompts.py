@@ -25,7 +25,9 @@ def format_prompt(question: str, fmt: PromptFormat, tokenizer=None) -> str:
     if fmt == "alpaca":
         return ALPACA.format(question=question)
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-        raise ValueError("prompt_format 'chat' needs a tokenizer with a chat template; use 'alpaca' or 'plain'")
+        raise ValueError(
+            "prompt_format 'chat' needs a tokenizer with a chat template; use 'alpaca' or 'plain'"
+        )
     # An explicit empty system turn keeps templates from injecting their default system prompt, which costs
     # tokens on every example (measured ~1.3x slower on CPU for SmolLM2). Templates that reject a system role
     # (some Mistral ones) get the user turn alone.

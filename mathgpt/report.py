@@ -44,10 +44,28 @@ PARAM_COLUMNS = {
     "train.learning_rate": "learning_rate",
 }
 FRAME_COLUMNS = [
-    "trial", "state", "label", "epoch", "epochs", "train_size", "lora_r", "lora_alpha", "learning_rate",
-    "train_examples", "train_tokens", "train_wall_s", "eval_wall_s", "loss", "device",
-    "n_eval", "n_correct", "accuracy", "ci_lo", "ci_hi", "correct",
-]  # fmt: skip
+    "trial",
+    "state",
+    "label",
+    "epoch",
+    "epochs",
+    "train_size",
+    "lora_r",
+    "lora_alpha",
+    "learning_rate",
+    "train_examples",
+    "train_tokens",
+    "train_wall_s",
+    "eval_wall_s",
+    "loss",
+    "device",
+    "n_eval",
+    "n_correct",
+    "accuracy",
+    "ci_lo",
+    "ci_hi",
+    "correct",
+]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -81,8 +81,9 @@ class RunFiles:
         (self.out / name).write_text(json.dumps(obj, indent=2) + "\n")
 
 
-def epoch_line(epoch: int, res: EvalResult, *, n_train: int, train_tokens: int, train_wall_s: float,
-               loss: float | None) -> dict:  # fmt: skip
+def epoch_line(
+    epoch: int, res: EvalResult, *, n_train: int, train_tokens: int, train_wall_s: float, loss: float | None
+) -> dict:
     return {
         "epoch": epoch,
         "accuracy": res.accuracy,
@@ -120,19 +121,35 @@ def run_experiment(cfg: RunConfig, out_dir: Path) -> dict:
     files = RunFiles(Path(out_dir))
     (files.out / "config.yaml").write_text(dump_config(cfg))
     all_eval = [ex for s in eval_sets for ex in s.examples]
-    fingerprint = {"train": data.fingerprint(train_set) if train_set else None, "eval": data.fingerprint(all_eval)}
+    fingerprint = {
+        "train": data.fingerprint(train_set) if train_set else None,
+        "eval": data.fingerprint(all_eval),
+    }
     tracker = start_run(
-        project=cfg.tracking.project, name=cfg.name, group=cfg.tracking.group, dir=files.out,
-        config={**cfg.model_dump(mode="json"), "fingerprint": fingerprint, "n_train": n_train,
-                "contaminated_dropped": dropped, "effective_batch_size": batch},
+        project=cfg.tracking.project,
+        name=cfg.name,
+        group=cfg.tracking.group,
+        dir=files.out,
+        config={
+            **cfg.model_dump(mode="json"),
+            "fingerprint": fingerprint,
+            "n_train": n_train,
+            "contaminated_dropped": dropped,
+            "effective_batch_size": batch,
+        },
         mode=cfg.tracking.mode,
-    )  # fmt: skip
+    )
     try:
         metrics = _run(cfg, files, device, train_set, eval_sets, batch, tracker)
         metrics.update(
-            n_train=n_train, epochs=cfg.train.epochs, fingerprint=fingerprint, contaminated_dropped=dropped,
-            effective_batch_size=batch, wall_s=round(time.perf_counter() - t0, 2), device=device,
-        )  # fmt: skip
+            n_train=n_train,
+            epochs=cfg.train.epochs,
+            fingerprint=fingerprint,
+            contaminated_dropped=dropped,
+            effective_batch_size=batch,
+            wall_s=round(time.perf_counter() - t0, 2),
+            device=device,
+        )
         files.write_json("metrics.json", metrics)
         tracker.summary({k: v for k, v in metrics.items() if isinstance(v, int | float)})
         print(results_table(metrics))
@@ -141,11 +158,19 @@ def run_experiment(cfg: RunConfig, out_dir: Path) -> dict:
         tracker.finish()
 
 
-def _log_eval(tracker, files: RunFiles, line: dict, res: EvalResult, model_name: str, epoch: int,
-              table_rows: int) -> None:  # fmt: skip
+def _log_eval(
+    tracker, files: RunFiles, line: dict, res: EvalResult, model_name: str, epoch: int, table_rows: int
+) -> None:
     files.append("epochs.jsonl", [line])
-    tracker.log({"eval/accuracy": line["accuracy"], "eval/ci95_lo": line["ci95"][0], "eval/ci95_hi": line["ci95"][1],
-                 "epoch": epoch, **{f"eval/{k}/accuracy": v["accuracy"] for k, v in line["by_set"].items()}})  # fmt: skip
+    tracker.log(
+        {
+            "eval/accuracy": line["accuracy"],
+            "eval/ci95_lo": line["ci95"][0],
+            "eval/ci95_hi": line["ci95"][1],
+            "epoch": epoch,
+            **{f"eval/{k}/accuracy": v["accuracy"] for k, v in line["by_set"].items()},
+        }
+    )
     if table_rows:
         cols = ["model", "epoch", "id", "eval_set", "question", "gold", "output", "extracted", "correct"]
         rows = [[model_name, epoch] + [r[c] for c in cols[2:]] for r in res.records[:table_rows]]
@@ -157,8 +182,15 @@ def _run(cfg: RunConfig, files: RunFiles, device: str, train_set, eval_sets, bat
     model = load_model(cfg.model, device)
 
     def run_eval(m, desc: str) -> EvalResult:
-        return evaluate(m, tokenizer, eval_sets, prompt_format=cfg.data.prompt_format,
-                        max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size, desc=desc)  # fmt: skip
+        return evaluate(
+            m,
+            tokenizer,
+            eval_sets,
+            prompt_format=cfg.data.prompt_format,
+            max_new_tokens=cfg.eval.max_new_tokens,
+            batch_size=cfg.eval.batch_size,
+            desc=desc,
+        )
 
     base = None
     eval_tok_s: list[float] = []
@@ -169,9 +201,15 @@ def _run(cfg: RunConfig, files: RunFiles, device: str, train_set, eval_sets, bat
         _log_eval(tracker, files, line, base, "base", 0, cfg.tracking.predictions_table_rows)
         files.append("predictions.jsonl", [{"model": "base", "epoch": 0, **r} for r in base.records])
     if not train_set:
-        return {"base": _summary(base), "finetuned": None, "n_eval": len(base.records) if base else 0,
-                "per_epoch": [], "train_tokens": 0, "train_tokens_per_s": None,
-                "eval_tokens_per_s": _mean(eval_tok_s)}  # fmt: skip
+        return {
+            "base": _summary(base),
+            "finetuned": None,
+            "n_eval": len(base.records) if base else 0,
+            "per_epoch": [],
+            "train_tokens": 0,
+            "train_tokens_per_s": None,
+            "eval_tokens_per_s": _mean(eval_tok_s),
+        }
 
     model = add_lora(model, cfg.lora)
     trainable, total = count_parameters(model)
@@ -196,13 +234,22 @@ def _run(cfg: RunConfig, files: RunFiles, device: str, train_set, eval_sets, bat
                 m.unmerge_adapter()
         state["eval_s"] += time.perf_counter() - t
         eval_tok_s.append(res.tokens_per_s)
-        line = epoch_line(epoch, res, n_train=len(train_set), train_tokens=tokens_per_epoch * epoch,
-                          train_wall_s=train_wall, loss=loss)  # fmt: skip
+        line = epoch_line(
+            epoch,
+            res,
+            n_train=len(train_set),
+            train_tokens=tokens_per_epoch * epoch,
+            train_wall_s=train_wall,
+            loss=loss,
+        )
         _log_eval(tracker, files, line, res, "finetuned", epoch, cfg.tracking.predictions_table_rows)
         state["last"] = (epoch, res)
-        state["per_epoch"].append({"epoch": epoch, "accuracy": res.accuracy, "ci95": list(res.ci95),
-                                   "loss": loss})  # fmt: skip
-        print(f"epoch {epoch}: accuracy {res.accuracy:.3f} [{res.ci95[0]:.3f}, {res.ci95[1]:.3f}]", flush=True)
+        state["per_epoch"].append(
+            {"epoch": epoch, "accuracy": res.accuracy, "ci95": list(res.ci95), "loss": loss}
+        )
+        print(
+            f"epoch {epoch}: accuracy {res.accuracy:.3f} [{res.ci95[0]:.3f}, {res.ci95[1]:.3f}]", flush=True
+        )
 
     def on_log(logs: dict, step: int) -> None:
         tracker.log({f"train/{k}": v for k, v in logs.items() if isinstance(v, int | float)}, step=None)
@@ -211,11 +258,20 @@ def _run(cfg: RunConfig, files: RunFiles, device: str, train_set, eval_sets, bat
             raise FloatingPointError(f"training loss became {loss} at step {step}")
 
     args = training_args(
-        out_dir=files.out / "trainer", epochs=cfg.train.epochs, lr=cfg.train.learning_rate, batch_size=batch,
-        grad_accum=cfg.train.grad_accum, warmup_ratio=cfg.train.warmup_ratio, scheduler=cfg.train.lr_scheduler,
-        weight_decay=cfg.train.weight_decay, max_grad_norm=cfg.train.max_grad_norm,
-        logging_steps=cfg.train.logging_steps, seed=cfg.seed, device=device, dtype=cfg.model.dtype,
-    )  # fmt: skip
+        out_dir=files.out / "trainer",
+        epochs=cfg.train.epochs,
+        lr=cfg.train.learning_rate,
+        batch_size=batch,
+        grad_accum=cfg.train.grad_accum,
+        warmup_ratio=cfg.train.warmup_ratio,
+        scheduler=cfg.train.lr_scheduler,
+        weight_decay=cfg.train.weight_decay,
+        max_grad_norm=cfg.train.max_grad_norm,
+        logging_steps=cfg.train.logging_steps,
+        seed=cfg.seed,
+        device=device,
+        dtype=cfg.model.dtype,
+    )
     train(model, tokenizer, rows, args, on_epoch=on_epoch, on_log=on_log)
     train_wall = time.perf_counter() - t_train - state["eval_s"]
     model.save_pretrained(files.out / "adapter")
@@ -259,8 +315,9 @@ def results_table(m: dict) -> str:
 # --- dry run: size a config without weights ------------------------------------------------------------------
 
 
-def estimate_peak_memory_gib(cfg: RunConfig, n_params: int, n_trainable: int, hidden: int, layers: int,
-                             vocab: int) -> dict[str, float]:  # fmt: skip
+def estimate_peak_memory_gib(
+    cfg: RunConfig, n_params: int, n_trainable: int, hidden: int, layers: int, vocab: int
+) -> dict[str, float]:
     """A first-order estimate of peak accelerator memory for one training step, in GiB.
 
     weights (bytes per parameter: 2 for bf16/fp16, 4 for fp32, ~0.56 for NF4 with double quantization)

@@ -21,15 +21,52 @@ import sympy
 from mathgpt.data import Example
 
 NAMES = [
-    "Maya", "Liam", "Ava", "Noah", "Zoe", "Omar", "Lena", "Ravi", "Chloe", "Mateo",
-    "Ines", "Jonah", "Priya", "Felix", "Hana", "Diego", "Nora", "Kofi", "Elena", "Sam",
-]  # fmt: skip
-PRONOUN = {n: ("she" if n in {"Maya", "Ava", "Zoe", "Lena", "Chloe", "Ines", "Priya", "Hana", "Nora", "Elena"}
-               else "he") for n in NAMES}  # fmt: skip
+    "Maya",
+    "Liam",
+    "Ava",
+    "Noah",
+    "Zoe",
+    "Omar",
+    "Lena",
+    "Ravi",
+    "Chloe",
+    "Mateo",
+    "Ines",
+    "Jonah",
+    "Priya",
+    "Felix",
+    "Hana",
+    "Diego",
+    "Nora",
+    "Kofi",
+    "Elena",
+    "Sam",
+]
+PRONOUN = {
+    n: (
+        "she"
+        if n in {"Maya", "Ava", "Zoe", "Lena", "Chloe", "Ines", "Priya", "Hana", "Nora", "Elena"}
+        else "he"
+    )
+    for n in NAMES
+}
 ITEMS = [
-    "apples", "marbles", "stickers", "pencils", "cookies", "stamps", "shells", "cards",
-    "books", "cupcakes", "beads", "coins", "balloons", "oranges", "toy cars",
-]  # fmt: skip
+    "apples",
+    "marbles",
+    "stickers",
+    "pencils",
+    "cookies",
+    "stamps",
+    "shells",
+    "cards",
+    "books",
+    "cupcakes",
+    "beads",
+    "coins",
+    "balloons",
+    "oranges",
+    "toy cars",
+]
 FRIENDS = ["a friend", "her brother", "his sister", "a neighbor", "the teacher", "a classmate"]
 TEST_FRACTION = 5  # one problem in five (by text hash) belongs to the held-out split
 
@@ -48,8 +85,11 @@ Event = Callable[[_State, random.Random, dict], "tuple[str, str, _State] | None"
 def _buy_more(s: _State, rng: random.Random, w: dict):
     a = rng.randint(2, 30)
     v = s.value + a
-    return (f"{w['Pron']} buys {a} more {w['items']}.", f"After buying, {w['pron']} has {s.value} + {a} = {v}.",
-            _State(v, s.expr + a))  # fmt: skip
+    return (
+        f"{w['Pron']} buys {a} more {w['items']}.",
+        f"After buying, {w['pron']} has {s.value} + {a} = {v}.",
+        _State(v, s.expr + a),
+    )
 
 
 def _buy_packs(s: _State, rng: random.Random, w: dict):
@@ -67,8 +107,11 @@ def _give_away(s: _State, rng: random.Random, w: dict):
         return None
     a = rng.randint(1, s.value - 1)
     v = s.value - a
-    return (f"{w['Pron']} gives {a} {w['items']} to {rng.choice(FRIENDS)}.",
-            f"After giving some away, {w['pron']} has {s.value} - {a} = {v}.", _State(v, s.expr - a))  # fmt: skip
+    return (
+        f"{w['Pron']} gives {a} {w['items']} to {rng.choice(FRIENDS)}.",
+        f"After giving some away, {w['pron']} has {s.value} - {a} = {v}.",
+        _State(v, s.expr - a),
+    )
 
 
 def _fraction_left(s: _State, rng: random.Random, w: dict):
@@ -104,8 +147,11 @@ def _multiply(s: _State, rng: random.Random, w: dict):
     word = {2: "doubles", 3: "triples"}[m]
     v = s.value * m
     what = f"{w['pos']} money" if w["items"] == "money" else f"the number of {w['items']} {w['pron']} has"
-    return (f"{w['Pron']} {word} {what}.",
-            f"{w['Pron']} now has {s.value} * {m} = {v}.", _State(v, s.expr * m))  # fmt: skip
+    return (
+        f"{w['Pron']} {word} {what}.",
+        f"{w['Pron']} now has {s.value} * {m} = {v}.",
+        _State(v, s.expr * m),
+    )
 
 
 def _earn(s: _State, rng: random.Random, w: dict):
@@ -140,8 +186,13 @@ def _one_problem(rng: random.Random) -> tuple[str, str, int]:
     pron = PRONOUN[name]
     money = rng.random() < 0.3
     items = "money" if money else rng.choice(ITEMS)
-    w = {"pron": pron, "Pron": pron.capitalize(), "pos": "her" if pron == "she" else "his", "items": items,
-         "lose": "spends" if money else "sells"}
+    w = {
+        "pron": pron,
+        "Pron": pron.capitalize(),
+        "pos": "her" if pron == "she" else "his",
+        "items": items,
+        "lose": "spends" if money else "sells",
+    }
     start = rng.randint(5, 60) if not money else rng.randint(20, 120)
     state = _State(start, sympy.Integer(start))
     opening = f"{name} has ${start}." if money else f"{name} has {start} {items}."

@@ -98,8 +98,16 @@ def resolve_mode(mode: str | None) -> str:
     return mode
 
 
-def start_run(*, project: str, name: str, group: str | None, config: dict, mode: str | None, dir: Path,
-              job_type: str = "finetune"):  # fmt: skip
+def start_run(
+    *,
+    project: str,
+    name: str,
+    group: str | None,
+    config: dict,
+    mode: str | None,
+    dir: Path,
+    job_type: str = "finetune",
+):
     """A W&B run (or a NullTracker when disabled) writing its files under ``dir``."""
     mode = resolve_mode(mode)
     if mode == "disabled":
@@ -109,14 +117,28 @@ def start_run(*, project: str, name: str, group: str | None, config: dict, mode:
     dir.mkdir(parents=True, exist_ok=True)
     try:
         run = wandb.init(
-            project=project, name=name, group=group, config=config, mode=mode, dir=str(dir), job_type=job_type,
-            reinit="finish_previous", settings=wandb.Settings(init_timeout=60, silent=True, console="off"),
-        )  # fmt: skip
+            project=project,
+            name=name,
+            group=group,
+            config=config,
+            mode=mode,
+            dir=str(dir),
+            job_type=job_type,
+            reinit="finish_previous",
+            settings=wandb.Settings(init_timeout=60, silent=True, console="off"),
+        )
     except Exception as err:  # noqa: BLE001 - any tracker failure must not cost the run its results
         if mode == "online":
             _say(f"W&B online failed ({str(err).splitlines()[0]}): logging offline")
-            return start_run(project=project, name=name, group=group, config=config, mode="offline", dir=dir,
-                             job_type=job_type)  # fmt: skip
+            return start_run(
+                project=project,
+                name=name,
+                group=group,
+                config=config,
+                mode="offline",
+                dir=dir,
+                job_type=job_type,
+            )
         _say(f"W&B failed ({str(err).splitlines()[0]}): tracking disabled for this run")
         return NullTracker()
     return WandbTracker(run, mode)

@@ -72,8 +72,9 @@ class CompletionTrainer(Trainer):
         outputs = model(**inputs, logits_to_keep=keep)
         logits = outputs.logits[:, :-1].float()
         targets = labels[:, -keep + 1 :]
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE,
-                               reduction="sum")  # fmt: skip
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE, reduction="sum"
+        )
         n = num_items_in_batch if num_items_in_batch is not None else (targets != IGNORE).sum()
         loss = loss / n
         return (loss, outputs) if return_outputs else loss
@@ -101,9 +102,22 @@ class EpochHook(TrainerCallback):
             model.train(was_training)
 
 
-def training_args(*, out_dir: Path, epochs: int, lr: float, batch_size: int, grad_accum: int, warmup_ratio: float,
-                  scheduler: str, weight_decay: float, max_grad_norm: float, logging_steps: int, seed: int,
-                  device: str, dtype: str) -> TrainingArguments:  # fmt: skip
+def training_args(
+    *,
+    out_dir: Path,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    grad_accum: int,
+    warmup_ratio: float,
+    scheduler: str,
+    weight_decay: float,
+    max_grad_norm: float,
+    logging_steps: int,
+    seed: int,
+    device: str,
+    dtype: str,
+) -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(out_dir),
         num_train_epochs=epochs,
@@ -129,8 +143,15 @@ def training_args(*, out_dir: Path, epochs: int, lr: float, batch_size: int, gra
     )
 
 
-def train(model, tokenizer, rows: list[Tokenized], args: TrainingArguments, *, on_epoch: Callable | None = None,
-          on_log: Callable | None = None) -> dict:  # fmt: skip
+def train(
+    model,
+    tokenizer,
+    rows: list[Tokenized],
+    args: TrainingArguments,
+    *,
+    on_epoch: Callable | None = None,
+    on_log: Callable | None = None,
+) -> dict:
     """Fine-tune ``model`` (a peft model) in place; returns Trainer's final metrics."""
     trainer = CompletionTrainer(
         model=model,

@@ -54,9 +54,21 @@ def test_training_changes_only_lora_weights_and_lowers_loss(tiny_model_dir, tmp_
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     rows = tokenize(generate("train", 16), tok, "plain", 256)
     losses = []
-    args = training_args(out_dir=tmp_path, epochs=3, lr=5e-3, batch_size=4, grad_accum=1, warmup_ratio=0.0,
-                         scheduler="constant", weight_decay=0.0, max_grad_norm=1.0, logging_steps=1, seed=0,
-                         device="cpu", dtype="float32")  # fmt: skip
+    args = training_args(
+        out_dir=tmp_path,
+        epochs=3,
+        lr=5e-3,
+        batch_size=4,
+        grad_accum=1,
+        warmup_ratio=0.0,
+        scheduler="constant",
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        logging_steps=1,
+        seed=0,
+        device="cpu",
+        dtype="float32",
+    )
     train(
         model,
         tok,
@@ -74,8 +86,10 @@ def test_labels_mask_the_prompt_and_keep_eos(tiny_model_dir):
 
     tok = load_tokenizer(str(tiny_model_dir))
     assert tok.pad_token_id == tok.eos_token_id  # the situation that makes hand-built masks necessary
-    exs = [Example("a", "What is 1+1?", "1 + 1 = 2\nThe answer is 2.", "2", "synthetic"),
-           Example("b", "Long question " * 5, "4.\nThe answer is 4.", "4", "synthetic")]  # fmt: skip
+    exs = [
+        Example("a", "What is 1+1?", "1 + 1 = 2\nThe answer is 2.", "2", "synthetic"),
+        Example("b", "Long question " * 5, "4.\nThe answer is 4.", "4", "synthetic"),
+    ]
     rows = tokenize(exs, tok, "plain", 256)
     batch = LeftPadCollator(tok.pad_token_id)(rows)
     for i, r in enumerate(rows):
@@ -129,8 +143,9 @@ def test_too_few_steps_caps_the_batch(tiny_model_dir, tmp_path, write_config):
         ({"model": {"quantization": "nf4", "device": "cpu"}}, "needs a CUDA GPU"),
     ],
 )
-def test_bad_config_is_one_line_exit_2_and_writes_nothing(tiny_model_dir, tmp_path, write_config, capsys, change,
-                                                          message):  # fmt: skip
+def test_bad_config_is_one_line_exit_2_and_writes_nothing(
+    tiny_model_dir, tmp_path, write_config, capsys, change, message
+):
     cfg = write_config(tiny_run_config(tiny_model_dir, **change))
     out = tmp_path / "out"
     assert main(["run", str(cfg), "--output-dir", str(out)]) == 2
@@ -151,8 +166,12 @@ def test_missing_and_broken_config_files(tmp_path, capsys):
 def test_dry_run_sizes_mistral_7b_without_weights_or_network():
     proc = subprocess.run(
         [sys.executable, "-m", "mathgpt", "run", "experiments/mistral7b_lora.yaml", "--dry-run"],
-        cwd=REPO, capture_output=True, text=True, timeout=120, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert proc.returncode == 0, proc.stderr
     # Mistral-7B has 7.24B parameters; LoRA r=16 on all 7 projections of 32 layers adds 41.9M.
     assert "7,241,732,096 total" in proc.stdout
@@ -175,8 +194,13 @@ def test_smollm2_reduced_default_run_end_to_end(tmp_path, write_config, monkeypa
     from mathgpt.config import read_yaml, set_dotted
 
     raw = read_yaml(REPO / "experiments" / "cpu_smollm2.yaml")
-    for key, value in {"data.train_size": 32, "data.eval_size": 16, "train.batch_size": 2, "eval.max_new_tokens": 96,
-                       "tracking.mode": "offline"}.items():  # fmt: skip
+    for key, value in {
+        "data.train_size": 32,
+        "data.eval_size": 16,
+        "train.batch_size": 2,
+        "eval.max_new_tokens": 96,
+        "tracking.mode": "offline",
+    }.items():
         raw = set_dotted(raw, key, value)
     monkeypatch.setenv("WANDB_MODE", "offline")
     out = tmp_path / "smol"
