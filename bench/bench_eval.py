@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from mathgpt.config import LoraSettings, ModelConfig
+from mathgpt.config import LoraSettings, ModelConfig, TrainConfig
 from mathgpt.generate import generate
 from mathgpt.model import add_lora, load_model, load_tokenizer
 from mathgpt.prompts import format_prompt
@@ -69,16 +69,8 @@ def main() -> None:
     n_train_tokens = sum(len(r.input_ids) for r in rows)
     peft_model = add_lora(model, LoraSettings(r=16))
     args = training_args(
+        TrainConfig(epochs=1, learning_rate=1e-3, batch_size=4, logging_steps=100),
         out_dir=Path(tempfile.mkdtemp()),
-        epochs=1,
-        lr=1e-3,
-        batch_size=4,
-        grad_accum=1,
-        warmup_ratio=0.0,
-        scheduler="linear",
-        weight_decay=0.0,
-        max_grad_norm=1.0,
-        logging_steps=100,
         seed=0,
         device="cpu",
         dtype="float32",

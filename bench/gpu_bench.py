@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from mathgpt.config import LoraSettings, ModelConfig
+from mathgpt.config import LoraSettings, ModelConfig, TrainConfig
 from mathgpt.model import KNOWN_CONFIGS, add_lora, count_parameters, load_model
 from mathgpt.train import Tokenized, train, training_args
 
@@ -66,16 +66,10 @@ def train_slice(model, name: str, a: argparse.Namespace, vocab: int) -> dict:
         times.append(time.perf_counter())
 
     args = training_args(
+        TrainConfig(
+            epochs=1, learning_rate=2e-4, batch_size=a.batch, lr_scheduler="constant", logging_steps=1
+        ),
         out_dir=Path(tempfile.mkdtemp()),
-        epochs=1,
-        lr=2e-4,
-        batch_size=a.batch,
-        grad_accum=1,
-        warmup_ratio=0.0,
-        scheduler="constant",
-        weight_decay=0.0,
-        max_grad_norm=1.0,
-        logging_steps=1,
         seed=0,
         device="cuda",
         dtype="bfloat16",

@@ -258,19 +258,12 @@ def _run(cfg: RunConfig, files: RunFiles, device: str, train_set, eval_sets, bat
             raise FloatingPointError(f"training loss became {loss} at step {step}")
 
     args = training_args(
+        cfg.train,
         out_dir=files.out / "trainer",
-        epochs=cfg.train.epochs,
-        lr=cfg.train.learning_rate,
-        batch_size=batch,
-        grad_accum=cfg.train.grad_accum,
-        warmup_ratio=cfg.train.warmup_ratio,
-        scheduler=cfg.train.lr_scheduler,
-        weight_decay=cfg.train.weight_decay,
-        max_grad_norm=cfg.train.max_grad_norm,
-        logging_steps=cfg.train.logging_steps,
         seed=cfg.seed,
         device=device,
         dtype=cfg.model.dtype,
+        batch_size=batch,
     )
     train(model, tokenizer, rows, args, on_epoch=on_epoch, on_log=on_log)
     train_wall = time.perf_counter() - t_train - state["eval_s"]

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from mathgpt.config import TrainConfig
 from mathgpt.data import Example
 from mathgpt.prompts import format_prompt, format_target
 
@@ -103,32 +104,20 @@ class EpochHook(TrainerCallback):
 
 
 def training_args(
-    *,
-    out_dir: Path,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    grad_accum: int,
-    warmup_ratio: float,
-    scheduler: str,
-    weight_decay: float,
-    max_grad_norm: float,
-    logging_steps: int,
-    seed: int,
-    device: str,
-    dtype: str,
+    cfg: TrainConfig, *, out_dir: Path, seed: int, device: str, dtype: str, batch_size: int | None = None
 ) -> TrainingArguments:
+    """Trainer arguments from the run's ``train`` section; ``batch_size`` overrides it (run.py caps it)."""
     return TrainingArguments(
         output_dir=str(out_dir),
-        num_train_epochs=epochs,
-        learning_rate=lr,
-        per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=grad_accum,
-        warmup_steps=warmup_ratio,  # a float below 1 is a fraction of all steps
-        lr_scheduler_type=scheduler,
-        weight_decay=weight_decay,
-        max_grad_norm=max_grad_norm,
-        logging_steps=logging_steps,
+        num_train_epochs=cfg.epochs,
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=batch_size or cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a fraction of all steps
+        lr_scheduler_type=cfg.lr_scheduler,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        logging_steps=cfg.logging_steps,
         save_strategy="no",
         report_to="none",  # tracking goes through mathgpt.track, fed by EpochHook
         seed=seed,

@@ -44,7 +44,7 @@ def test_run_writes_the_output_contract(tiny_model_dir, tmp_path, write_config, 
 
 
 def test_training_changes_only_lora_weights_and_lowers_loss(tiny_model_dir, tmp_path):
-    from mathgpt.config import LoraSettings, ModelConfig
+    from mathgpt.config import LoraSettings, ModelConfig, TrainConfig
     from mathgpt.model import add_lora, load_model, load_tokenizer
     from mathgpt.synthetic import generate
     from mathgpt.train import train, training_args
@@ -55,16 +55,8 @@ def test_training_changes_only_lora_weights_and_lowers_loss(tiny_model_dir, tmp_
     rows = tokenize(generate("train", 16), tok, "plain", 256)
     losses = []
     args = training_args(
+        TrainConfig(epochs=3, learning_rate=5e-3, batch_size=4, lr_scheduler="constant", logging_steps=1),
         out_dir=tmp_path,
-        epochs=3,
-        lr=5e-3,
-        batch_size=4,
-        grad_accum=1,
-        warmup_ratio=0.0,
-        scheduler="constant",
-        weight_decay=0.0,
-        max_grad_norm=1.0,
-        logging_steps=1,
         seed=0,
         device="cpu",
         dtype="float32",
