@@ -3,7 +3,7 @@
 Both generation paths run in this one process on the same problems with the same model and the same
 ``max_new_tokens`` (machines here are noisy: only ratios measured together mean something). The per-problem
 loop runs first so the batched path gets no warm-cache advantage. Target: batched >= 5x the loop in generated
-tokens/s. Writes the "Evaluation and training speed (CPU)" section of bench/RESULTS_eval.md.
+tokens/s. Writes its section of bench/RESULTS.md.
 
     python bench/bench_eval.py [--problems 32] [--max-new-tokens 96]
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +25,9 @@ from mathgpt.model import add_lora, load_model, load_tokenizer
 from mathgpt.prompts import format_prompt
 from mathgpt.synthetic import generate as synthetic
 from mathgpt.train import tokenize, train, training_args
+
+sys.path.insert(0, str(Path(__file__).parent))
+from results import write_section  # noqa: E402
 
 EMBEDDED = "embedded:smollm2-135m-instruct"
 
@@ -66,7 +70,7 @@ def main() -> None:
     ratio = batch_tok_s / loop_tok_s
 
     rows = tokenize(synthetic("train", a.train_examples), tok, "chat", 384)
-    n_train_tokens = sum(len(r.input_ids) for r in rows)
+    n_train_tokens = sum(len(r["input_ids"]) for r in rows)
     peft_model = add_lora(model, LoraSettings(r=16))
     args = training_args(
         TrainConfig(epochs=1, learning_rate=1e-3, batch_size=4, logging_steps=100),
@@ -99,7 +103,7 @@ def main() -> None:
     ]
     text = "\n".join(lines)
     print(text)
-    Path(__file__).with_name("RESULTS_eval.md").write_text(text)
+    write_section("eval", text)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Checker bench: the labelled cases through math-verify and through mathgpt.checker, side by side.
 
-    python bench/checker.py [--out bench/RESULTS_checker.md]
+    python bench/checker.py   (writes its section of bench/RESULTS.md)
 
 math-verify runs in a child process, in that child's main thread, so its SIGALRM timeouts (5 s per parse and
 per verify, its defaults) work; the parent also kills the child after HARD_CAP_S so a case stuck in C code
@@ -171,7 +171,6 @@ def report(cases: list[dict], results: dict[str, dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(ROOT / "bench" / "RESULTS_checker.md"))
     parser.add_argument("--serve-math-verify", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_math_verify:
@@ -181,8 +180,10 @@ def main() -> None:
     cases, results = run()
     text = report(cases, results)
     print(text)
-    Path(args.out).write_text(text)
-    print(f"written to {args.out}")
+    sys.path.insert(0, str(ROOT / "bench"))
+    from results import write_section
+
+    print(f"written to {write_section('checker', text)}")
 
 
 if __name__ == "__main__":

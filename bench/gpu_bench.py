@@ -42,7 +42,10 @@ class _Tok:
 
 def rows(n: int, seq: int, vocab: int, prompt: int) -> list[Tokenized]:
     rng = random.Random(0)
-    return [Tokenized([1] + [rng.randrange(3, vocab) for _ in range(seq - 1)], prompt) for _ in range(n)]
+    return [
+        Tokenized(input_ids=[1] + [rng.randrange(3, vocab) for _ in range(seq - 1)], n_prompt=prompt)
+        for _ in range(n)
+    ]
 
 
 def reset_peak() -> None:

@@ -111,7 +111,10 @@ def quantization_config(cfg: ModelConfig):
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(resolve_model_path(name))
+    try:
+        tok = AutoTokenizer.from_pretrained(resolve_model_path(name))
+    except (OSError, ValueError) as err:  # a missing directory, or a Hub id that cannot be reached
+        raise ConfigError(f"model.name '{name}': {str(err).splitlines()[0]}") from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token  # labels are masked by us, so pad == eos does not hide the eos target
     return tok

@@ -29,7 +29,6 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from mathgpt.config import ConfigError
 from mathgpt.stats import LogLinearFit, holm, loglinear_fit, mcnemar_test, wilson_ci
 
 ALPHA = 0.05
@@ -835,33 +834,6 @@ def build_report(
 # Edge: storage and run directories in, report files out
 
 
-def open_study(study_name: str, storage: str | None, runs_dir: str | Path = "runs") -> optuna.Study:
-    """Load a study for reading: a missing journal, database or study is a one-line ConfigError."""
-    from optuna.storages import JournalStorage, RDBStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    rdb = storage is not None and "://" in storage
-    where = storage if rdb else str(Path(storage) if storage else Path(runs_dir) / study_name / "journal.log")
-    if rdb and where.startswith("sqlite:///") and not Path(where.removeprefix("sqlite:///")).is_file():
-        raise ConfigError(f"{where}: no such database file")
-    if not rdb and not Path(where).is_file():
-        raise ConfigError(f"{where}: no such journal file (run `mathgpt sweep` first, or pass --storage)")
-    try:
-        if rdb:
-            from mathgpt.sweep import rdb_url  # the sweep's own URL fix-up, so both open the same database
-
-            store = RDBStorage(rdb_url(where))
-        else:
-            store = JournalStorage(JournalFileBackend(where))
-        return optuna.load_study(study_name=study_name, storage=store)
-    except KeyError:
-        names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(store)) or "none"
-        raise ConfigError(f"no study '{study_name}' in {where} (it has: {names})") from None
-    except Exception as err:  # a corrupt journal or an unreachable database: one line, not a traceback
-        first = str(err).splitlines()[0] if str(err) else ""
-        raise ConfigError(f"cannot read {where}: {type(err).__name__}: {first}") from None
-
-
 def _read_jsonl(path: Path) -> list[dict[str, Any]] | None:
     """Records of a JSONL file; None if absent. A torn last line (a run still writing) is skipped."""
     if not path.is_file():
@@ -908,6 +880,8 @@ def write_report(
     runs_dir: str | Path = "runs",
 ) -> Path:
     """Write report.md, report.html, the PNG figures and trials.csv for a study; returns the folder."""
+    from mathgpt.sweep import open_study  # the one place that knows how studies are stored
+
     study = open_study(study_name, storage, runs_dir)
     dirs = _trial_dirs(study, Path(runs_dir))
     epoch_files = {n: lines for n, d in dirs.items() if (lines := _read_jsonl(d / "epochs.jsonl"))}

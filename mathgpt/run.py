@@ -118,6 +118,7 @@ def run_experiment(cfg: RunConfig, out_dir: Path) -> dict:
     if batch != cfg.train.batch_size:
         print(f"mathgpt: batch size capped at {batch} so each epoch has >= {cfg.train.min_steps} steps")
 
+    tokenizer = load_tokenizer(cfg.model.name)  # a bad model name fails here, before any file is written
     files = RunFiles(Path(out_dir))
     (files.out / "config.yaml").write_text(dump_config(cfg))
     all_eval = [ex for s in eval_sets for ex in s.examples]
@@ -140,7 +141,7 @@ def run_experiment(cfg: RunConfig, out_dir: Path) -> dict:
         mode=cfg.tracking.mode,
     )
     try:
-        metrics = _run(cfg, files, device, train_set, eval_sets, batch, tracker)
+        metrics = _run(cfg, files, device, tokenizer, train_set, eval_sets, batch, tracker)
         metrics.update(
             n_train=n_train,
             epochs=cfg.train.epochs,
@@ -177,8 +178,9 @@ def _log_eval(
         tracker.log_table(f"predictions/{model_name}_epoch{epoch}", cols, rows)
 
 
-def _run(cfg: RunConfig, files: RunFiles, device: str, train_set, eval_sets, batch: int, tracker) -> dict:
-    tokenizer = load_tokenizer(cfg.model.name)
+def _run(
+    cfg: RunConfig, files: RunFiles, device: str, tokenizer, train_set, eval_sets, batch: int, tracker
+) -> dict:
     model = load_model(cfg.model, device)
 
     def run_eval(m, desc: str) -> EvalResult:
@@ -214,7 +216,7 @@ def _run(cfg: RunConfig, files: RunFiles, device: str, train_set, eval_sets, bat
     model = add_lora(model, cfg.lora)
     trainable, total = count_parameters(model)
     rows = tokenize(train_set, tokenizer, cfg.data.prompt_format, cfg.data.max_seq_len)
-    tokens_per_epoch = sum(len(r.input_ids) for r in rows)
+    tokens_per_epoch = sum(len(r["input_ids"]) for r in rows)
     state = {"eval_s": 0.0, "last": None, "per_epoch": []}
     t_train = time.perf_counter()
     merge = cfg.model.quantization == "none"  # merging into 4-bit weights would round the adapter away

@@ -83,21 +83,21 @@ Event = Callable[[_State, random.Random, dict], "tuple[str, str, _State] | None"
 
 
 def _buy_more(s: _State, rng: random.Random, w: dict):
-    a = rng.randint(2, 30)
+    a = rng.randint(2, 20)
     v = s.value + a
     return (
         f"{w['Pron']} buys {a} more {w['items']}.",
-        f"After buying, {w['pron']} has {s.value} + {a} = {v}.",
+        f"Buys {a}: {s.value} + {a} = {v}.",
         _State(v, s.expr + a),
     )
 
 
 def _buy_packs(s: _State, rng: random.Random, w: dict):
-    g, k = rng.randint(2, 6), rng.randint(2, 12)
+    g, k = rng.randint(2, 5), rng.randint(2, 10)
     v = s.value + g * k
     return (
         f"{w['Pron']} buys {g} packs with {k} {w['items']} in each pack.",
-        f"The packs hold {g} * {k} = {g * k} {w['items']}, so {w['pron']} has {s.value} + {g * k} = {v}.",
+        f"Packs: {g} * {k} = {g * k}, and {s.value} + {g * k} = {v}.",
         _State(v, s.expr + sympy.Integer(g) * k),
     )
 
@@ -105,11 +105,11 @@ def _buy_packs(s: _State, rng: random.Random, w: dict):
 def _give_away(s: _State, rng: random.Random, w: dict):
     if s.value < 3:
         return None
-    a = rng.randint(1, s.value - 1)
+    a = rng.randint(2, s.value - 1)
     v = s.value - a
     return (
         f"{w['Pron']} gives {a} {w['items']} to {rng.choice(FRIENDS)}.",
-        f"After giving some away, {w['pron']} has {s.value} - {a} = {v}.",
+        f"Gives {a}: {s.value} - {a} = {v}.",
         _State(v, s.expr - a),
     )
 
@@ -123,7 +123,7 @@ def _fraction_left(s: _State, rng: random.Random, w: dict):
     v = s.value - part
     return (
         f"{w['Pron']} {w['lose']} {word} of {w['pos']} {w['items']}.",
-        f"{w['Pron']} {w['lose']} {s.value} / {d} = {part}, so {s.value} - {part} = {v} are left.",
+        f"{w['Lose']} {s.value} / {d} = {part}: {s.value} - {part} = {v}.",
         _State(v, s.expr - s.expr / d),
     )
 
@@ -135,13 +135,13 @@ def _share_keep(s: _State, rng: random.Random, w: dict):
     v = s.value // k
     return (
         f"{w['Pron']} splits the {w['items']} equally into {k} boxes and keeps one box.",
-        f"One box holds {s.value} / {k} = {v}.",
+        f"One box: {s.value} / {k} = {v}.",
         _State(v, s.expr / k),
     )
 
 
 def _multiply(s: _State, rng: random.Random, w: dict):
-    if s.value > 60:
+    if s.value > 40:
         return None
     m = rng.choice([2, 3])
     word = {2: "doubles", 3: "triples"}[m]
@@ -149,7 +149,7 @@ def _multiply(s: _State, rng: random.Random, w: dict):
     what = f"{w['pos']} money" if w["items"] == "money" else f"the number of {w['items']} {w['pron']} has"
     return (
         f"{w['Pron']} {word} {what}.",
-        f"{w['Pron']} now has {s.value} * {m} = {v}.",
+        f"{word.capitalize()}: {s.value} * {m} = {v}.",
         _State(v, s.expr * m),
     )
 
@@ -159,7 +159,7 @@ def _earn(s: _State, rng: random.Random, w: dict):
     v = s.value + h * r
     return (
         f"{w['Pron']} works {h} hours and earns ${r} per hour.",
-        f"{w['Pron']} earns {h} * {r} = ${h * r}, so {w['pron']} has {s.value} + {h * r} = ${v}.",
+        f"Earns {h} * {r} = {h * r}: {s.value} + {h * r} = {v}.",
         _State(v, s.expr + sympy.Integer(h) * r),
     )
 
@@ -172,7 +172,7 @@ def _spend(s: _State, rng: random.Random, w: dict):
     thing = rng.choice(["notebooks", "sandwiches", "tickets", "plants", "pens"])
     return (
         f"{w['Pron']} buys {n} {thing} that cost ${p} each.",
-        f"The {thing} cost {n} * {p} = ${n * p}, so {w['pron']} has {s.value} - {n * p} = ${v} left.",
+        f"Spends {n} * {p} = {n * p}: {s.value} - {n * p} = {v}.",
         _State(v, s.expr - sympy.Integer(n) * p),
     )
 
@@ -192,8 +192,9 @@ def _one_problem(rng: random.Random) -> tuple[str, str, int]:
         "pos": "her" if pron == "she" else "his",
         "items": items,
         "lose": "spends" if money else "sells",
+        "Lose": "Spends" if money else "Sells",
     }
-    start = rng.randint(5, 60) if not money else rng.randint(20, 120)
+    start = rng.randint(5, 40) if not money else rng.randint(20, 100)
     state = _State(start, sympy.Integer(start))
     opening = f"{name} has ${start}." if money else f"{name} has {start} {items}."
     sentences, lines = [opening], []

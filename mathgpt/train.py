@@ -10,8 +10,8 @@ vocabulary projection for prompt tokens (measured 1.12x faster per step on CPU f
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -24,8 +24,9 @@ from mathgpt.prompts import format_prompt, format_target
 IGNORE = -100
 
 
-@dataclass(frozen=True)
-class Tokenized:
+class Tokenized(TypedDict):
+    """A training row; a plain dict so Trainer's length-grouped sampler can read ``input_ids``."""
+
     input_ids: list[int]
     n_prompt: int  # the first n_prompt tokens are masked out of the loss
 
@@ -38,7 +39,7 @@ def tokenize(examples: list[Example], tokenizer, prompt_format: str, max_len: in
         target = tokenizer(format_target(ex.solution), add_special_tokens=False)["input_ids"]
         target = target[: max_len - 1] + [tokenizer.eos_token_id]
         prompt = prompt[-(max_len - len(target)) :] if len(prompt) + len(target) > max_len else prompt
-        rows.append(Tokenized(prompt + target, len(prompt)))
+        rows.append(Tokenized(input_ids=prompt + target, n_prompt=len(prompt)))
     return rows
 
 
@@ -49,14 +50,14 @@ class LeftPadCollator:
         self.pad_id = pad_id
 
     def __call__(self, rows: list[Tokenized]) -> dict[str, torch.Tensor]:
-        width = max(len(r.input_ids) for r in rows)
+        width = max(len(r["input_ids"]) for r in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         labels = torch.full_like(ids, IGNORE)
         mask = torch.zeros_like(ids)
         for i, r in enumerate(rows):
-            n = len(r.input_ids)
-            ids[i, width - n :] = torch.tensor(r.input_ids)
-            labels[i, width - n + r.n_prompt :] = torch.tensor(r.input_ids[r.n_prompt :])
+            n, k = len(r["input_ids"]), r["n_prompt"]
+            ids[i, width - n :] = torch.tensor(r["input_ids"])
+            labels[i, width - n + k :] = torch.tensor(r["input_ids"][k:])
             mask[i, width - n :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         return {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "labels": labels}
@@ -129,6 +130,9 @@ def training_args(
         remove_unused_columns=False,
         dataloader_num_workers=0,
         disable_tqdm=False,
+        # Batches of similar length: with random batches of synthetic problems, left padding to the longest
+        # row was ~40% of the tokens. Rows are sorted only within random groups of up to 50 batches.
+        train_sampling_strategy="group_by_length",
     )
 
 

@@ -25,12 +25,12 @@ from mathgpt.cli import main
 from mathgpt.config import ConfigError
 from mathgpt.report import (
     compare_to_base,
-    open_study,
     scaling_fits,
     smallest_significant,
     study_frame,
     write_report,
 )
+from mathgpt.sweep import open_study
 
 N = 100
 IDS = [f"p{i:03d}" for i in range(N)]
@@ -274,10 +274,10 @@ def test_cli_report_and_missing_study(runs: Path, tmp_path: Path, capsys: pytest
     assert (tmp_path / "cli" / "report.html").is_file()
     assert main(["report", "nosuch", "--runs-dir", str(runs)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "no such journal file" in err and len(err.splitlines()) == 1
+    assert "no study journal at" in err and len(err.splitlines()) == 1
     journal = str(runs / "demo" / "journal.log")
     assert main(["report", "other", "--storage", journal, "--out", str(tmp_path / "x")]) == 2
-    assert "no study 'other'" in (err := capsys.readouterr().err) and "(it has: demo)" in err
+    assert "no study named 'other'" in (err := capsys.readouterr().err) and "(it has: demo)" in err
     bad = tmp_path / "bad" / "x" / "journal.log"
     bad.parent.mkdir(parents=True)
     bad.write_text('not a journal\n{"op_code": 99}\n')

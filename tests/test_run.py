@@ -86,12 +86,12 @@ def test_labels_mask_the_prompt_and_keep_eos(tiny_model_dir):
     batch = LeftPadCollator(tok.pad_token_id)(rows)
     for i, r in enumerate(rows):
         labels = batch["labels"][i][batch["labels"][i] != IGNORE].tolist()
-        assert labels == r.input_ids[r.n_prompt :]
+        assert labels == r["input_ids"][r["n_prompt"] :]
         assert labels[-1] == tok.eos_token_id
         assert tok.decode(labels[:-1]) == exs[i].solution
     # left padding: every row ends at the last column, positions restart at 0 after the padding
     assert batch["attention_mask"][:, -1].all()
-    assert batch["position_ids"][1, -1] == len(rows[1].input_ids) - 1
+    assert batch["position_ids"][1, -1] == len(rows[1]["input_ids"]) - 1
 
 
 def test_target_only_logits_give_the_full_loss(tiny_model_dir):
@@ -201,3 +201,11 @@ def test_smollm2_reduced_default_run_end_to_end(tmp_path, write_config, monkeypa
     assert metrics["n_train"] == 32 and metrics["n_eval"] == 16
     assert metrics["finetuned"]["accuracy"] >= 0 and metrics["train_tokens_per_s"] > 0
     assert list((out / "wandb").glob("offline-run-*"))  # offline W&B files to `wandb sync` later
+
+
+def test_missing_model_directory_is_one_line(tmp_path, write_config, capsys):
+    cfg = write_config(tiny_run_config(tmp_path / "no-such-model", eval={"base": True}))
+    assert main(["run", str(cfg), "--output-dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "model.name" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
