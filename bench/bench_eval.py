@@ -86,7 +86,8 @@ def main() -> None:
     lines = [
         "## Evaluation and training speed (CPU)",
         "",
-        f"`python bench/bench_eval.py --problems {a.problems} --max-new-tokens {a.max_new_tokens}` on "
+        f"`python bench/bench_eval.py --problems {a.problems} --max-new-tokens {a.max_new_tokens} "
+        f"--train-examples {a.train_examples}` on "
         f"{platform.machine()}, {torch.get_num_threads()} torch threads, SmolLM2-135M-Instruct fp32, "
         f"{a.problems} synthetic test problems, greedy.",
         "",
