@@ -11,25 +11,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import yaml
 
 from mathgpt import checker
 from mathgpt.checker import extract_answer, grade, is_correct
 from mathgpt.cli import main
 from mathgpt.config import ConfigError
+from tests.checker_cases import load_cases
 
-CASES_FILE = Path(__file__).with_name("checker_cases.yaml")
 DATA_DIR = Path(
     os.environ.get("MATHGPT_DATA_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "data"
 )
-
-
-def load_cases() -> list[dict]:
-    cases = yaml.safe_load(CASES_FILE.read_text())
-    for case in cases:
-        if "pad" in case:
-            case["response"] = case["response"].replace("<PAD>", case["pad"]["text"] * case["pad"]["times"])
-    return cases
 
 
 CASES = load_cases()
