@@ -148,7 +148,12 @@ def test_timeout_kills_and_restarts_the_worker(monkeypatch: pytest.MonkeyPatch) 
 @pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="needs Linux /proc")
 def test_worker_memory_is_capped() -> None:
     is_correct("\\sqrt{2}", "\\boxed{2^{1/2}}", "math")
-    limits = Path(f"/proc/{checker._POOL[0].proc.pid}/limits").read_text()
+    worker = checker._POOL[0]
+    deadline = time.monotonic() + 30  # a freshly spawned spare sets its limit before it says "ready"
+    while not worker.poll_ready():
+        assert time.monotonic() < deadline, "the checker worker never became ready"
+        time.sleep(0.05)
+    limits = Path(f"/proc/{worker.proc.pid}/limits").read_text()
     line = next(ln for ln in limits.splitlines() if ln.startswith("Max address space"))
     assert int(line.split()[3]) == checker.WORKER_MEMORY_BYTES
 
