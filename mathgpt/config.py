@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 
@@ -48,6 +48,14 @@ class LoraSettings(_Strict):
         return float(self.alpha) if self.alpha is not None else 2.0 * self.r
 
 
+class MixConfig(_Strict):
+    """General instruction data mixed into the math training set (docs/CONTRACTS.md, "data.mix")."""
+
+    dataset: str  # e.g. "self_instruct" (local), "databricks/databricks-dolly-15k" (Hub)
+    # Share of the training set's rows that come from ``dataset``: round(fraction * train_size) rows.
+    fraction: float = Field(ge=0.0, lt=1.0)
+
+
 class DataConfig(_Strict):
     # Folder laid out like ../shared/data; null means $MATHGPT_DATA_DIR, then the Hub.
     data_dir: str | None = None
@@ -55,8 +63,15 @@ class DataConfig(_Strict):
     # Size of the training subset: the n-example subset is a prefix of the 2n one under the same seed.
     train_size: int = Field(512, ge=0)
     eval: list[str] = Field(default_factory=lambda: ["synthetic:test"], min_length=1)
-    # Examples per evaluation set (a seeded, stratified slice).
+    # Examples per evaluation set in the report slice (the one claims are made on): seeded, stratified.
     eval_size: int = Field(150, ge=1)
+    # The evaluation slices' own seed, fixed across a study's trials; the training seed is the top-level
+    # ``seed``. Every trial of a study is scored on the same problems whatever its training seed.
+    eval_seed: int = 0
+    # Examples per evaluation set in the selection slice (what a sweep optimises and prunes on), disjoint
+    # from the report slice; 0: none, and the sweep optimises the report slice (the report says so).
+    select_size: int = Field(0, ge=0)
+    mix: MixConfig | None = None
     prompt_format: Literal["plain", "alpaca", "chat"] = "plain"
     max_seq_len: int = Field(512, ge=16)
     drop_contaminated: bool = True
@@ -75,8 +90,12 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     logging_steps: int = Field(4, ge=1)
-    # Below this many optimizer steps a run is refused: two steps at lr 1e-3 were seen to collapse the model.
+    # Below this many optimizer steps per epoch a run is refused (never silently re-batched): two steps at lr
+    # 1e-3 were seen to collapse the model. The batch size in config.yaml is the one that ran.
     min_steps: int = Field(16, ge=1)
+    # "grouped": length-grouped random batches (fastest); "sequential": the nested-prefix order, unshuffled,
+    # so the model after k examples is the model a k-example run would give (needed by eval.at_examples).
+    order: Literal["grouped", "sequential"] = "grouped"
 
 
 class EvalConfig(_Strict):
@@ -86,6 +105,12 @@ class EvalConfig(_Strict):
     base: bool = True
     # Evaluate after every epoch, so a 3-epoch run yields its 1-, 2- and 3-epoch points.
     every_epoch: bool = True
+    # Also evaluate after exactly k training examples inside one run (one epoch, constant lr, sequential
+    # order): one run yields the whole data-size curve for a seed.
+    at_examples: list[int] | None = None
+    # General-ability multiple-choice sets scored by log-likelihood (forgetting), e.g. ["piqa", "hellaswag"].
+    general: list[str] = Field(default_factory=list)
+    general_size: int = Field(200, ge=1)
 
 
 class TrackingConfig(_Strict):
@@ -114,12 +139,38 @@ class RunConfig(_Strict):
             raise ValueError("must be a plain name (no '/', not starting with '.')")
         return v
 
+    @model_validator(mode="after")
+    def _at_examples_is_one_prefix_run(self) -> RunConfig:
+        """eval.at_examples is only honest when the model after k examples equals a k-example run's."""
+        ks = self.eval.at_examples
+        if ks is None:
+            return self
+        per_step = self.train.batch_size * self.train.grad_accum
+        why = None
+        if not ks or ks != sorted(set(ks)) or ks[0] < 1:
+            why = "must be a non-empty, strictly increasing list of positive counts"
+        elif ks[-1] > self.data.train_size:
+            why = f"{ks[-1]} is more than data.train_size {self.data.train_size}"
+        elif any(k % per_step for k in ks):
+            why = f"every count must be a multiple of batch_size x grad_accum ({per_step})"
+        elif self.train.epochs != 1:
+            why = "needs train.epochs: 1"
+        elif self.train.lr_scheduler != "constant" or self.train.warmup_ratio:
+            why = "needs train.lr_scheduler: constant and no warmup (a schedule depends on the run's length)"
+        elif self.train.order != "sequential":
+            why = "needs train.order: sequential (the nested-prefix order)"
+        if why:
+            raise ValueError(f"eval.at_examples {why}")
+        return self
+
 
 def _one_line(err: ValidationError) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "<root>"
     if first["type"] == "extra_forbidden":
         return f"unknown key '{where}'"
+    if where == "<root>":  # a cross-field check: its message names the keys itself
+        return first["msg"].removeprefix("Value error, ")
     value = first.get("input")
     shown = "" if isinstance(value, dict) else f" (got {value!r})"
     return f"'{where}': {first['msg']}{shown}"

@@ -33,6 +33,7 @@ class Example:
     source: str  # "synthetic", "gsm8k", "math", "svamp", "mathinstruct/<sub-source>"
     level: int | None = None  # MATH only
     subject: str | None = None  # MATH only
+    steps: int | None = None  # synthetic only: reasoning steps (1-4), for per-difficulty breakdowns
 
     @property
     def grader(self) -> str:

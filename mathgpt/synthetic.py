@@ -181,7 +181,7 @@ ITEM_EVENTS: list[Event] = [_buy_more, _buy_packs, _give_away, _fraction_left, _
 MONEY_EVENTS: list[Event] = [_earn, _spend, _fraction_left, _multiply]
 
 
-def _one_problem(rng: random.Random) -> tuple[str, str, int]:
+def _one_problem(rng: random.Random) -> tuple[str, str, int, int]:
     name = rng.choice(NAMES)
     pron = PRONOUN[name]
     money = rng.random() < 0.3
@@ -214,7 +214,7 @@ def _one_problem(rng: random.Random) -> tuple[str, str, int]:
     if not (answer.is_Integer and int(answer) == state.value):  # the label must follow from the event chain
         raise AssertionError(f"generator bug: {question} -> {state.value} vs {answer}")
     solution = "\n".join(lines) + f"\nThe answer is {state.value}."
-    return question, solution, state.value
+    return question, solution, state.value, len(lines)
 
 
 def split_of(question: str) -> str:
@@ -230,7 +230,7 @@ def generate(split: str, n: int, seed: int = 0) -> list[Example]:
     seen: set[str] = set()
     out: list[Example] = []
     while len(out) < n:
-        question, solution, answer = _one_problem(rng)
+        question, solution, answer, steps = _one_problem(rng)
         if question in seen or split_of(question) != split:
             continue
         seen.add(question)
@@ -241,6 +241,7 @@ def generate(split: str, n: int, seed: int = 0) -> list[Example]:
                 solution=solution,
                 answer=str(answer),
                 source="synthetic",
+                steps=steps,
             )
         )
     return out
