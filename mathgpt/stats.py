@@ -103,3 +103,34 @@ def loglinear_fit(x: Sequence[float], y: Sequence[float]) -> LogLinearFit | None
     res = linregress(np.log2(xs), ys)
     r2 = float(res.rvalue**2)
     return LogLinearFit(float(res.slope), float(res.intercept), r2, int(xs.size))
+
+
+def detectable_gain(
+    n: int, *, delta: float = 0.0, base_loss: float = 0.0, alpha: float = 0.05, power: float = 0.8
+) -> float:
+    """The smallest true paired gain that ``n`` problems show with a lower 95% bound above ``delta``.
+
+    Normal approximation to the paired difference of two proportions: with gain g and ``base_loss`` l (the
+    share of problems the base model gets right and the tuned one wrong), the discordant share is g + 2l
+    and the difference's standard error is sqrt((g + 2l) - g^2 / n). The gain is detectable when
+    g - z_{1-alpha/2} se >= delta holds with probability ``power``, i.e. g - (z_{1-alpha/2} + z_power) se >=
+    delta. Returns 1.0 when no gain up to 100 points qualifies.
+
+    >>> round(detectable_gain(150), 3)  # no losses, claim "better than the base"
+    0.05
+    """
+    if n < 1:
+        return 1.0
+    z = norm.ppf(1 - alpha / 2) + norm.ppf(power)
+
+    def margin(g: float) -> float:
+        var = max((g + 2 * base_loss) - g * g, 0.0)
+        return g - z * math.sqrt(var / n) - delta
+
+    if margin(1.0 - 2 * base_loss if base_loss < 0.5 else 1.0) < 0:
+        return 1.0
+    lo, hi = max(delta, 0.0), 1.0 - 2 * base_loss if base_loss < 0.5 else 1.0
+    for _ in range(60):  # bisection: margin rises with g over (delta, hi]
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if margin(mid) < 0 else (lo, mid)
+    return hi
