@@ -47,6 +47,13 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from mathgpt.sweep import run_sweep
 
@@ -57,6 +64,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         study_name=args.study,
         output_dir=args.output_dir,
         report=not args.no_report,
+        workers=args.workers,
+        worker=args.worker,
     )
     return 0
 
@@ -100,13 +109,22 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("--data-dir", default=None)
     d.set_defaults(fn=_cmd_data)
 
-    s = sub.add_parser("sweep", help="Optuna study over data size, epochs, LoRA rank and learning rate")
+    s = sub.add_parser(
+        "sweep", help="Optuna study over data size, seeds, models, LoRA rank and learning rate"
+    )
     s.add_argument("sweep")
     s.add_argument("--storage", default=None, help="an RDB URL; default: a journal file in DIR/<study>/")
     s.add_argument("--n-trials", type=int, default=None)
     s.add_argument("--study", default=None)
     s.add_argument("--output-dir", default="runs")
     s.add_argument("--no-report", action="store_true")
+    s.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="local worker processes on the same storage, the CPU cores split between them",
+    )
+    s.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --workers' processes
     s.set_defaults(fn=_cmd_sweep)
 
     rp = sub.add_parser("report", help="scaling-curve report of a study")

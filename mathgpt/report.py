@@ -880,7 +880,7 @@ def write_report(
     runs_dir: str | Path = "runs",
 ) -> Path:
     """Write report.md, report.html, the PNG figures and trials.csv for a study; returns the folder."""
-    from mathgpt.sweep import open_study  # the one place that knows how studies are stored
+    from mathgpt.storage import open_study  # the one place that knows how studies are stored
 
     study = open_study(study_name, storage, runs_dir)
     dirs = _trial_dirs(study, Path(runs_dir))

@@ -20,7 +20,10 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from mathgpt import sweep as sw
+import mathgpt.sweep as sw
+import mathgpt.sweep.heartbeat
+import mathgpt.sweep.points
+import mathgpt.sweep.trial  # noqa: F401 - sw.trial, sw.points, sw.heartbeat
 from mathgpt.config import ConfigError
 from tests.conftest import REPO, tiny_run_config
 
@@ -95,6 +98,9 @@ def test_trial_config_ties_alpha_and_disables_base(tmp_path):
         "lora.alpha": 16.0,
         "train.epochs": 2,
         "train.learning_rate": 5e-4,
+        "seed": 0,
+        "model.name": "/m",
+        "train.batch_size": 1,
     }
 
 
@@ -136,14 +142,14 @@ def dead_pid() -> int:
     return proc.pid
 
 
-def grid_study() -> optuna.Study:
-    return optuna.create_study(
-        direction="maximize", sampler=optuna.samplers.GridSampler({"size": [16, 32, 64]})
-    )
+def grid_study() -> tuple[optuna.Study, optuna.storages.BaseStorage]:
+    storage = optuna.storages.InMemoryStorage()
+    sampler = optuna.samplers.GridSampler({"size": [16, 32, 64]})
+    return optuna.create_study(storage=storage, direction="maximize", sampler=sampler), storage
 
 
 def test_lost_trial_is_failed_and_requeued_once_with_its_grid_point():
-    study = grid_study()
+    study, storage = grid_study()
     done = study.ask()
     done.suggest_categorical("size", [16, 32, 64])
     study.tell(done, 0.5)
@@ -154,8 +160,8 @@ def test_lost_trial_is_failed_and_requeued_once_with_its_grid_point():
     alive.suggest_categorical("size", [16, 32, 64])
     alive.set_user_attr("worker", {"host": "h", "pid": os.getpid()})
 
-    assert sw.retry_lost_trials(study, host="h") == [lost.number]
-    assert sw.retry_lost_trials(study, host="h") == []  # already failed: not queued twice
+    assert sw.retry_lost_trials(study, storage, host="h") == [lost.number]
+    assert sw.retry_lost_trials(study, storage, host="h") == []  # already failed: not queued twice
     old = study.trials[lost.number]
     assert (
         old.state == TrialState.FAIL
@@ -175,7 +181,7 @@ def test_lost_trial_is_failed_and_requeued_once_with_its_grid_point():
 
 
 def test_silent_trial_on_another_host_is_stale_only_after_grace():
-    study = grid_study()
+    study, _ = grid_study()
     t = study.ask()
     t.set_user_attr("worker", {"host": "elsewhere", "pid": 1})
     t.set_user_attr("heartbeat", time.time())
@@ -185,10 +191,11 @@ def test_silent_trial_on_another_host_is_stale_only_after_grace():
 
 
 def test_a_second_trial_on_the_same_grid_point_steps_aside():
-    study = grid_study()
+    study, storage = grid_study()
     study.ask()
     second = study.ask()
-    study._storage.set_trial_system_attr(second._trial_id, "grid_id", study.trials[0].system_attrs["grid_id"])
+    second_id = sw.heartbeat.trial_id(storage, study, second.number)
+    storage.set_trial_system_attr(second_id, "grid_id", study.trials[0].system_attrs["grid_id"])
     trials = study.get_trials()
     assert not sw.grid_taken(trials[0], trials) and sw.grid_taken(trials[1], trials)
 
@@ -249,13 +256,17 @@ def test_pruner_stops_the_child_after_a_bad_epoch(tmp_path, monkeypatch, pruner)
         (run_dir / "cfg.yaml").write_text(yaml.safe_dump(raw))
         return subprocess.Popen([sys.executable, str(script), str(run_dir / "cfg.yaml"), str(run_dir)])
 
-    monkeypatch.setattr(sw, "start_run", fake_start)
+    monkeypatch.setattr(sw.trial, "start_run", fake_start)
     params = {"size": {"key": "data.train_size", "type": "categorical", "choices": [10]}}
     spec = {"type": pruner, "n_startup_trials": 1}
     sweep = sw.SweepConfig(
         study="p", base_config="b", timeout_s=60, pruner=spec, sampler={"type": "grid"}, params=params
     )
     study = optuna.create_study(direction="maximize", pruner=sw.make_pruner(sweep.pruner))
+    ids = [str(i) for i in range(20)]
+    study.set_user_attr("eval_problems", [{"id": i} for i in ids])
+    study.set_user_attr("eval_fingerprint", sw.points.ids_fingerprint(ids))
+    study.set_user_attr("bases", {"/m": {"accuracy": 0.0, "dir": "base"}})
     steps = range(20) if pruner == "wilcoxon" else range(1, 4)
     study.add_trial(optuna.trial.create_trial(value=0.9, intermediate_values=dict.fromkeys(steps, 0.9)))
     base_raw = tiny_run_config(Path("/m"), train={"epochs": 3})
@@ -264,7 +275,7 @@ def test_pruner_stops_the_child_after_a_bad_epoch(tmp_path, monkeypatch, pruner)
     study.optimize(sw.make_objective(sweep, base_raw, tmp_path, "p", "h"), n_trials=1)
     pruned = study.trials[-1]
     assert pruned.state == TrialState.PRUNED and time.time() - t0 < 3  # killed during its first 3 s sleep
-    assert [e["epoch"] for e in pruned.user_attrs["epochs"]] == [1] and pruned.user_attrs[
+    assert [p["point"] for p in pruned.user_attrs["points"]] == [1] and pruned.user_attrs[
         "train_tokens"
     ] == 10
 
@@ -298,12 +309,18 @@ def test_grid_study_records_every_epoch_and_the_base_point(tmp_path, tiny_model_
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     assert sorted(t.params["size"] for t in trials) == [16, 32]
-    base = study.user_attrs["base"]
-    assert base["n_eval"] == 8 and len(base["correct"]) == 8 and study.user_attrs["eval_ids"]
-    assert Path(base["dir"], "epochs.jsonl").is_file()
+    (model,) = study.user_attrs["bases"]
+    base = study.user_attrs["bases"][model]
+    assert base["n_eval"] == 8 and len(base["correct"]) == 8 and "ids" not in base
+    problems = study.user_attrs["eval_problems"]
+    assert len(problems) == 8 and all(p["eval_set"] == "synthetic:test" for p in problems)
+    assert study.user_attrs["eval_fingerprint"] == base["fingerprint"]
+    assert Path(base["dir"], "epochs.jsonl").is_file() and Path(base["dir"]).name == "base"
     for t in trials:
-        epochs = t.user_attrs["epochs"]
+        epochs = t.user_attrs["points"]
         assert [e["epoch"] for e in epochs] == [1, 2] and all("ids" not in e for e in epochs)
+        assert all(e["fingerprint"] == base["fingerprint"] for e in epochs)
+        assert t.user_attrs["overrides"]["seed"] == t.params["seed"] == 0
         assert t.intermediate_values == {1: epochs[0]["accuracy"], 2: epochs[1]["accuracy"]}
         assert t.value == epochs[1]["accuracy"]
         assert t.user_attrs["overrides"]["data.train_size"] == t.params["size"]
@@ -355,7 +372,7 @@ def test_sigkill_mid_trial_then_rerun_resumes_the_study(tmp_path, tiny_model_dir
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
-    before = {t.number: (t.value, t.user_attrs["epochs"]) for t in done}
+    before = {t.number: (t.value, t.user_attrs["points"]) for t in done}
     killed = running[0]
 
     result = run_cli(sweep_cmd(path, out))
@@ -365,7 +382,7 @@ def test_sigkill_mid_trial_then_rerun_resumes_the_study(tmp_path, tiny_model_dir
     study = sw.open_study("t", runs_dir=out)
     trials = study.get_trials()
     for number, (value, epochs) in before.items():
-        assert trials[number].value == value and trials[number].user_attrs["epochs"] == epochs
+        assert trials[number].value == value and trials[number].user_attrs["points"] == epochs
     assert trials[killed.number].state == TrialState.FAIL and trials[killed.number].user_attrs["lost"]
     (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == killed.number]
     assert retry.state == TrialState.COMPLETE and retry.params == killed.params

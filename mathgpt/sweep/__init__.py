@@ -1,0 +1,169 @@
+"""Optuna sweeps: many fine-tuning runs over data size, seeds, models, LoRA rank and learning rate, one study.
+
+``run_sweep`` creates or joins a study, evaluates each model once un-tuned (its zero point), and runs trials
+until the study has its trials, its grid is covered, or time is up. Storage: a journal file in
+``DIR/<study>/`` by default (no server; SQLite is not safe for parallel workers), or any RDB URL, so the same
+command started on N machines joins one study; ``workers=N`` starts N local workers on it instead.
+What the study stores is the contract in docs/CONTRACTS.md ("Optuna study").
+
+Modules: ``spec`` (the sweep YAML), ``mathgpt.storage`` (where studies live), ``heartbeat`` (lost trials),
+``points`` (slices and points), ``trial`` (the run subprocess and the objective), ``workers`` (local
+workers), ``tracking`` (console and W&B).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from mathgpt.config import parse_config
+from mathgpt.stats import detectable_gain
+from mathgpt.storage import open_study, rdb_url, resolve_storage
+from mathgpt.sweep.heartbeat import (
+    counts_as_done,
+    grid_taken,
+    is_stale,
+    pid_alive,
+    remaining_trials,
+    requeue,
+    retry_lost_trials,
+)
+from mathgpt.sweep.spec import (
+    ParamSpec,
+    PrunerSpec,
+    ReportSpec,
+    SamplerSpec,
+    SweepConfig,
+    applied_overrides,
+    fmt_params,
+    load_sweep,
+    make_pruner,
+    make_sampler,
+    run_name,
+    suggest,
+    trial_config,
+)
+from mathgpt.sweep.tracking import console, fmt_s, log_study_table, summary_table
+from mathgpt.sweep.trial import TrialFailed, make_objective, read_new_lines, run_bases, start_run
+from mathgpt.sweep.workers import run_workers
+
+__all__ = [
+    "ParamSpec", "PrunerSpec", "ReportSpec", "SamplerSpec", "SweepConfig", "TrialFailed", "applied_overrides",
+    "counts_as_done", "fmt_params", "grid_taken", "is_stale", "load_sweep", "make_objective", "make_pruner",
+    "make_sampler", "open_study", "pid_alive", "rdb_url", "read_new_lines", "remaining_trials", "requeue",
+    "resolve_storage", "retry_lost_trials", "run_name", "run_sweep", "start_run", "suggest", "trial_config",
+]  # fmt: skip
+
+
+def power_line(sweep: SweepConfig, base_raw: dict) -> str:
+    """One line on what the report slice can show, a warning when it cannot detect the asked-for gain."""
+    cfg = parse_config(base_raw)
+    n = cfg.data.eval_size * len(cfg.data.eval)  # upper bound: a set smaller than eval_size gives fewer
+    r = sweep.report
+    over_zero = detectable_gain(n, alpha=r.alpha, power=r.power)
+    over_delta = detectable_gain(n, delta=r.delta, alpha=r.alpha, power=r.power)
+    text = (
+        f"report slice ~{n} problems: with {r.power:.0%} power it shows gains >= {over_zero:.3f} over the base, "
+        f"and >= {over_delta:.3f} with the lower 95% bound above delta {r.delta:.3f}"
+    )
+    if over_zero > r.delta or over_delta >= 1.0:
+        return f"warning: {text}; a gain of {r.delta:.3f} is below this slice's detection limit"
+    return text
+
+
+def run_sweep(
+    sweep_path: str | Path,
+    storage: str | None = None,
+    n_trials: int | None = None,
+    study_name: str | None = None,
+    output_dir: str | Path = "runs",
+    report: bool = True,
+    workers: int = 1,
+    worker: bool = False,
+) -> optuna.Study:
+    """Create or join a study and run trials until it has its trials, its grid is covered, or time is up.
+
+    Example: ``run_sweep("sweeps/cpu_demo.yaml")`` runs the CPU demo into ``runs/cpu_demo/``; the same call on
+    another machine with ``storage="postgresql://..."`` joins the same study; ``workers=2`` runs two local
+    workers on it, each with half the cores. ``worker=True`` is one such worker: it runs trials only (no
+    summary, W&B table or report; its launcher does those).
+    """
+    sweep, sweep_raw, base_raw = load_sweep(sweep_path)
+    if n_trials is not None:
+        sweep = sweep.model_copy(update={"n_trials": n_trials})
+    name = study_name or sweep.study
+    out_dir = (Path(output_dir) / name).resolve()
+    store, url = resolve_storage(name, storage, output_dir)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say what happened
+    study = optuna.create_study(
+        study_name=name,
+        storage=store,
+        direction="maximize",
+        sampler=make_sampler(sweep.sampler, sweep),
+        pruner=make_pruner(sweep.pruner),
+        load_if_exists=True,
+    )
+    host = socket.gethostname()
+    if not worker:
+        console.print(f"[{name}] storage: {url}")
+        console.print(f"[{name}] {power_line(sweep, base_raw)}")
+        for key, value in (("sweep_config", sweep_raw), ("output_dir", str(out_dir))):
+            if key not in study.user_attrs:
+                study.set_user_attr(key, value)
+        lost = retry_lost_trials(study, store, host)
+        if lost:
+            console.print(f"[{name}] re-queued trials lost by a dead worker: {lost}")
+        run_bases(study, sweep, base_raw, out_dir, name)
+    if workers > 1:
+        run_workers(workers, sweep_path, url, name, output_dir, n_trials)
+    else:
+        _work(study, store, sweep, base_raw, out_dir, name, host)
+    if worker:
+        return study
+    console.print(summary_table(study))
+    cfg = parse_config(base_raw)
+    log_study_table(study, cfg.tracking.project, cfg.tracking.mode, out_dir)
+    if report:
+        from mathgpt.report import write_report  # matplotlib and statsmodels load only when a report is due
+
+        where = write_report(name, storage=url, out_dir=None, runs_dir=output_dir)
+        console.print(f"report written to {where}")
+    return study
+
+
+def _work(
+    study: optuna.Study,
+    store: optuna.storages.BaseStorage,
+    sweep: SweepConfig,
+    base_raw: dict,
+    out_dir: Path,
+    name: str,
+    host: str,
+) -> None:
+    """This process's share of the trials."""
+    started, walls = time.time(), []
+
+    def after_trial(st: optuna.Study, t: FrozenTrial) -> None:
+        retry_lost_trials(st, store, host)
+        left = remaining_trials(st, sweep)
+        walls.append(t.user_attrs.get("wall_s", 0.0))
+        eta = min(left * sum(walls) / len(walls), max(0.0, sweep.timeout_s - (time.time() - started)))
+        done = sum(counts_as_done(x) for x in st.get_trials(deepcopy=False))
+        console.print(f"[{name}] {done} trial(s) finished, {left} to start, eta {fmt_s(eta)} for this worker")
+        if left == 0:
+            st.stop()
+
+    todo = remaining_trials(study, sweep)  # includes re-queued trials
+    console.print(f"[{name}] {todo} trial(s) to run in this worker")
+    if todo:
+        study.optimize(
+            make_objective(sweep, base_raw, out_dir, name, host),
+            n_trials=todo,
+            timeout=sweep.timeout_s,
+            catch=(TrialFailed,),
+            callbacks=[after_trial],
+        )
