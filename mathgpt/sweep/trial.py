@@ -126,9 +126,8 @@ def run_bases(
     for model in models:
         if model in (study.user_attrs.get("bases") or {}):
             continue
-        raw = trial_config(
-            base_raw, {"train.epochs": 0, "model.name": model}, f"{name}-base", name, base=True
-        )
+        values = {"train.epochs": 0, "eval.at_examples": None, "model.name": model}  # at_examples: 1 epoch
+        raw = trial_config(base_raw, values, f"{name}-base", name, base=True)
         run_dir = base_dir(out_dir, model, models).resolve()
         console.print(f"[{name}] base model {model}: evaluating once for the study in {run_dir}")
         t0 = time.time()
