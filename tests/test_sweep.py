@@ -424,3 +424,27 @@ def test_two_workers_share_one_postgres_study(tmp_path, tiny_model_dir):
         assert sorted(t.params["size"] for t in ran) == [8, 12, 16, 20]  # no grid point ran twice
     finally:
         optuna.delete_study(study_name=name, storage=sw.rdb_url(url))
+
+
+@pytest.mark.slow
+def test_two_local_workers_split_the_grid_and_the_cores(tmp_path, tiny_model_dir):
+    from mathgpt.sweep.workers import threads_per_worker
+
+    params = {"size": {"key": "data.train_size", "type": "categorical", "choices": [8, 12, 16]}}
+    run = tiny_run_config(tiny_model_dir, train={"epochs": 1, "batch_size": 1, "min_steps": 4})
+    path = write_sweep(tmp_path, tiny_model_dir, run=run, params=params)
+    out = tmp_path / "runs"
+    result = run_cli(sweep_cmd(path, out, "--workers", "2"), timeout=400)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    threads = threads_per_worker(2)
+    assert f"2 local workers on {out.resolve() / 't' / 'journal.log'}, {threads} torch thread(s) each" in (
+        result.stdout
+    )
+    assert result.stdout.count("trial(s) to run in this worker") == 2  # both workers ran
+    study = sw.open_study("t", runs_dir=out)
+    ran = [t for t in study.get_trials() if not t.user_attrs.get("duplicate")]
+    assert sorted(t.params["size"] for t in ran) == [8, 12, 16]  # no grid point ran twice
+    assert all(t.state == TrialState.COMPLETE for t in ran)
+    pids = {t.user_attrs["worker"]["pid"] for t in ran}
+    assert len(pids) == 2  # the trials were shared out (3 points, 2 workers, ~20 s a trial)
+    assert len(study.user_attrs["bases"]) == 1  # the launcher ran the base once, before the workers
