@@ -55,18 +55,27 @@ def _positive_int(text: str) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from mathgpt.config import ConfigError
+    from mathgpt.data import DataError
     from mathgpt.sweep import run_sweep
 
-    run_sweep(
-        args.sweep,
-        storage=args.storage,
-        n_trials=args.n_trials,
-        study_name=args.study,
-        output_dir=args.output_dir,
-        report=not args.no_report,
-        workers=args.workers,
-        worker=args.worker,
-    )
+    try:
+        run_sweep(
+            args.sweep,
+            storage=args.storage,
+            n_trials=args.n_trials,
+            study_name=args.study,
+            output_dir=args.output_dir,
+            report=not args.no_report,
+            workers=args.workers,
+            worker=args.worker,
+        )
+    except (ConfigError, DataError, FileNotFoundError):
+        raise  # exit 2 in main()
+    except Exception as err:  # noqa: BLE001 - an unreachable database, a full disk: one line, exit 1
+        first = str(err).splitlines()[0][:300] if str(err) else ""
+        print(f"mathgpt: error: sweep failed: {type(err).__name__}: {first}", file=sys.stderr)
+        return 1
     return 0
 
 

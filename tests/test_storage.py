@@ -62,3 +62,18 @@ def test_a_bare_postgresql_url_works_in_sqlalchemy_and_optuna():
         assert optuna.load_study(study_name=name, storage=url).user_attrs == {"k": 1}  # as written
     finally:
         optuna.delete_study(study_name=name, storage=url)
+
+
+def test_an_unreachable_database_is_one_line_exit_1(tmp_path, capsys):
+    from mathgpt.cli import main
+
+    sweep = tmp_path / "s.yaml"
+    (tmp_path / "base.yaml").write_text("model: {name: /m}\ntracking: {mode: disabled}\n")
+    sweep.write_text(
+        "study: s\nbase_config: base.yaml\nsampler: {type: grid}\ntimeout_s: 10\n"
+        "params: {n: {key: data.train_size, type: categorical, choices: [8]}}\n"
+    )
+    url = "postgresql://nobody:x@127.0.0.1:9/none?connect_timeout=2"  # port 9 (discard): refused at once
+    code = main(["sweep", str(sweep), "--storage", url, "--output-dir", str(tmp_path), "--no-report"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("mathgpt: error: sweep failed: ") and err.count("\n") == 1
