@@ -190,3 +190,17 @@ def test_old_style_lines_become_points():
         check_point(p, ids_fingerprint(["a", "c"]), None)
     with pytest.raises(SliceMismatch, match="other problems"):
         to_study_order(p, ["a", "c"])
+
+
+def test_workers_split_the_cores_and_pass_the_split_to_run_children(monkeypatch):
+    from mathgpt.sweep import workers
+
+    assert [workers.threads_per_worker(n, cores=16) for n in (1, 2, 3, 32)] == [16, 8, 5, 1]
+    monkeypatch.setattr(workers, "cpu_cores", lambda: 6)
+    env = workers.worker_env(2)
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "3"
+    monkeypatch.setenv("OMP_NUM_THREADS", env["OMP_NUM_THREADS"])  # inside the worker: run children inherit it
+    assert sw.trial.child_env()["OMP_NUM_THREADS"] == "3"
+    cmd = workers.worker_cmd("s.yaml", "postgresql://h/db", "st", "runs", None)
+    assert cmd[3:] == ["sweep", "s.yaml", "--storage", "postgresql://h/db", "--study", "st",
+                       "--output-dir", "runs", "--no-report", "--worker"]  # fmt: skip

@@ -33,6 +33,11 @@ def threads_per_worker(workers: int, cores: int | None = None) -> int:
     return max(1, (cores or cpu_cores()) // workers)
 
 
+def worker_env(n: int) -> dict[str, str]:
+    """A worker's environment: its share of the cores, inherited by its run children (``child_env``)."""
+    return child_env() | dict.fromkeys(THREAD_VARS, str(threads_per_worker(n)))
+
+
 def worker_cmd(
     sweep_path: str | Path, url: str, name: str, output_dir: str | Path, n_trials: int | None
 ) -> list[str]:
@@ -50,7 +55,7 @@ def run_workers(
         f"[{name}] {n} local workers on {url}, {threads} torch thread(s) each "
         f"({cpu_cores()} cores split: OMP_NUM_THREADS=MKL_NUM_THREADS={threads})"
     )
-    env = child_env() | dict.fromkeys(THREAD_VARS, str(threads))
+    env = worker_env(n)
     cmd = worker_cmd(sweep_path, url, name, output_dir, n_trials)
     procs = [
         subprocess.Popen(cmd, env=env | {"MATHGPT_SWEEP_WORKER": str(i)}, preexec_fn=die_with_parent)
