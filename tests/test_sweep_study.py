@@ -199,7 +199,8 @@ def test_workers_split_the_cores_and_pass_the_split_to_run_children(monkeypatch)
     monkeypatch.setattr(workers, "cpu_cores", lambda: 6)
     env = workers.worker_env(2)
     assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "3"
-    monkeypatch.setenv("OMP_NUM_THREADS", env["OMP_NUM_THREADS"])  # inside the worker: run children inherit it
+    # Inside the worker, a run child inherits the split.
+    monkeypatch.setenv("OMP_NUM_THREADS", env["OMP_NUM_THREADS"])
     assert sw.trial.child_env()["OMP_NUM_THREADS"] == "3"
     cmd = workers.worker_cmd("s.yaml", "postgresql://h/db", "st", "runs", None)
     assert cmd[3:] == ["sweep", "s.yaml", "--storage", "postgresql://h/db", "--study", "st",
