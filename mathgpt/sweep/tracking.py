@@ -33,7 +33,8 @@ def summary_table(study: optuna.Study) -> Table:
     for col in ("trial", "params", "accuracy by point", "value", "state", "wall"):
         table.add_column(col)
     for t in study.get_trials(deepcopy=False):
-        accs = " ".join(f"{p['accuracy']:.3f}" for p in t.user_attrs.get("points", []))
+        points = t.user_attrs.get("points") or t.user_attrs.get("epochs") or []  # epochs: pre-split studies
+        accs = " ".join(f"{p['accuracy']:.3f}" for p in points)
         reason = t.user_attrs.get("fail_reason")
         state = t.state.name + (f" ({reason[:60]})" if reason else "")
         value = f"{t.value:.3f}" if t.value is not None else ""
