@@ -282,19 +282,28 @@ _PERCENT = ("%", "percent")
 
 
 def percent_variants(gold: Node, pred: Node, gold_text: str, pred_text: str) -> list[tuple[Node, Node]]:
-    """(gold, pred) as written, then with a percentage read as a fraction: "25%" also means 1/4.
+    """The (gold, pred) pairs to try: a percentage "p%" stands for p/100 (policy percent).
 
-    A percent sign is otherwise dropped as presentation, so "25%" against gold 25 stays correct.
+    It is also read as the bare number p (gold 25 for "what percent ...?") unless the other side is a number
+    strictly between -1 and 1, where "0.25%" against gold 0.25 would be a false positive.
     """
-    pairs = [(gold, pred)]
+    pred_pct = any(p in pred_text for p in _PERCENT)
+    gold_pct = any(p in gold_text for p in _PERCENT)
+    if pred_pct == gold_pct or pred[0] != "expr" or gold[0] != "expr":
+        return [(gold, pred)]
 
     def hundredth(node: Node) -> Node:
         return ("expr", ("div", node[1], ("num", 100, 1)))
 
-    pred_pct = any(p in pred_text for p in _PERCENT)
-    gold_pct = any(p in gold_text for p in _PERCENT)
-    if pred_pct and not gold_pct and pred[0] == "expr" and gold[0] == "expr":
-        pairs.append((gold, hundredth(pred)))
-    if gold_pct and not pred_pct and pred[0] == "expr" and gold[0] == "expr":
-        pairs.append((hundredth(gold), pred))
+    other = _exact_or_none(gold[1] if pred_pct else pred[1])
+    pairs = [(gold, hundredth(pred)) if pred_pct else (hundredth(gold), pred)]
+    if other is None or abs(other) >= 1:
+        pairs.append((gold, pred))
     return pairs
+
+
+def _exact_or_none(node: Node) -> Fraction | None:
+    try:
+        return _exact(node)
+    except _Reject:
+        return None

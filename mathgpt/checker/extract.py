@@ -39,7 +39,20 @@ _NOT_AN_ANSWER = re.compile(
 _CONCLUSION = re.compile(
     r"^(?:so|therefore|thus|hence|in total|altogether|in all|overall|finally|consequently)\b", re.I
 )
-_NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?%?|-?\$?\.\d+%?")
+_NUMBER = re.compile(r"-?\d+\s*/\s*\d+(?!\d|\.\d)|-?\$?\d[\d,]*(?:\.\d+)?%?|-?\$?\.\d+%?")
+# "The center is $(1, -2)$.": a complete closing statement of one value, without a conclusion word.
+_STATED = re.compile(
+    r"\b(?:is|are|equals|was|were)\s+(\$[^$]+\$|-?\$?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?%?)\s*\.$"
+)
+# What may follow a stated answer without being part of it: a reason, a rejected alternative, a comparison.
+_TRAILING = re.compile(
+    r"\s*,?\s+(?:which|because|since|as|so|rather\s+than|instead\s+of|not|compared|than|versus|vs\.?|but|"
+    r"while|where|when)\b.*$|(?<=\S)\s+\((?=[^)]*[a-zA-Z]{2})[^)]*\)?.*$",
+    re.I | re.S,
+)
+_PAREN = re.compile(r"(?<=\S)\s+\(.*$", re.S)  # gsm8k answers are numbers: any parenthetical trails
+# Boxes side by side ("$x = \boxed{-2}$, $x = \boxed{3}$", "\boxed{1} and \boxed{2}"): one answer, their set.
+_BOX_GAP = re.compile(r"[ \t$,.]*(?:and\s+)?(?:[a-zA-Z]\s*=\s*)?[ \t$]*")
 _WORD4 = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{4,}")
 _UNIT_WORDS = {
     "dollars",
@@ -165,10 +178,16 @@ def _conclusion_answer(text: str) -> str | None:
     if not sentences:
         return None
     sentence = sentences[-1].strip()
-    if not _CONCLUSION.match(sentence) or _HEDGE.search(sentence):
+    if _HEDGE.search(sentence):
         return None
+    if not _CONCLUSION.match(sentence):
+        stated = _STATED.search(sentence)
+        return stated.group(1).strip() if stated else None
     inline = re.findall(r"\$([^$]+)\$", sentence)
-    tail = inline[-1] if inline and "\\" in inline[-1] else sentence
+    at_end = bool(inline) and bool(re.search(r"\$\s*[.!]?\s*$", sentence))
+    tail = inline[-1] if inline and ("\\" in inline[-1] or at_end) else sentence
+    if at_end:  # "So, the ordered pair is $(7, 6)$.": the closing math is the answer
+        return tail.strip()
     tail = tail.rsplit("=", 1)[-1]
     if "\\" in tail:  # LaTeX math in the final sentence: take it whole
         return tail.strip(" .")
@@ -198,6 +217,18 @@ def extract_answer(response: str, dataset: str, *, mode: str = "flexible") -> st
             return None  # "\boxed{5} or \boxed{6}" hedges; "\boxed{1.5} or \boxed{\frac32}" does not
         if kind != "boxed" and _HEDGE.search(re.sub(r"\\text\{[^}]*\}", "", span)):
             return None  # "the answer is 5 or 6"
+        if kind == "boxed":
+            side_by_side = [span]
+            for (_, prev_end, prev_kind, prev_span), (next_start, *_) in zip(
+                found[-2::-1], found[:0:-1], strict=False
+            ):
+                if prev_kind != "boxed" or not _BOX_GAP.fullmatch(text[prev_end:next_start]):
+                    break
+                side_by_side.insert(0, prev_span)
+            span = ", ".join(side_by_side)
+        else:  # "The answer is 35, not 30." / "#### 40 (20 + 20)"
+            span = (_PAREN if dataset == "gsm8k" else _TRAILING).sub("", span.strip())
+            span = _TRAILING.sub("", span)
         span = span.strip().strip("*").strip()
         if inline := re.fullmatch(r"\$+([^$]+)\$+", span):  # "$\frac{1}{2}$" reads as \frac{1}{2}
             span = inline.group(1).strip()

@@ -17,6 +17,7 @@ MAX_RESULT_DIGITS = 1_000  # exact powers/factorials bigger than this are treate
 MAX_EXPONENT = 1_000  # x^1000 is the largest power a symbolic check will build
 MAX_DEPTH = 24  # bracket nesting; MATH answers stay below 6
 MAX_ITEMS = 64  # elements of a set, tuple or matrix
+MAX_SUM_TERMS = 200  # \sum_{k=1}^{200}: written out term by term, so its length is capped
 
 Node = Any  # nested tuples (lists after a JSON round trip); see _Parser for the node kinds
 
@@ -292,6 +293,22 @@ class _Parser:
         node = ("log", arg, base) if base is not None else ("fn", name, arg)
         return ("pow", node, exponent) if exponent is not None else node
 
+    def _sum(self) -> Node:
+        """\\sum_{k=a}^{b} term with integer-literal bounds: the terms written out (policy summation)."""
+        self.take("_")
+        self.take("{")
+        var = self._letter(self.take()[1])
+        self.take("=")
+        lo = _int_value(self.expr())
+        self.take("}")
+        self.take("^")
+        hi = _int_value(self.arg())
+        if hi - lo + 1 > MAX_SUM_TERMS:
+            raise _Reject("sum too long")
+        body = self.term()
+        terms = [_substitute(body, var, ("num", k, 1)) for k in range(lo, hi + 1)]
+        return ("add", *terms) if terms else ("num", 0, 1)
+
     def _command(self, name: str) -> Node:
         if name == "frac":
             return ("div", self.arg(), self.arg())
@@ -308,6 +325,8 @@ class _Parser:
             return self._function(name)
         if name == "binom":
             return ("binom", self.arg(), self.arg())
+        if name == "sum":
+            return self._sum()
         if name in _GREEK:
             return ("sym", name)
         if name in ("|", "vert"):
@@ -317,6 +336,20 @@ class _Parser:
         if name == "{":
             raise _Reject("a set inside an expression")
         raise _Reject(f"unsupported command \\{name}")
+
+
+def _substitute(node: Node, var: Node, value: Node) -> Node:
+    if node == var:
+        return value
+    return tuple(_substitute(c, var, value) if isinstance(c, tuple) else c for c in node)
+
+
+def _int_value(node: Node) -> int:
+    if node[0] == "neg":
+        return -_int_value(node[1])
+    if node[0] == "num" and node[2] == 1:
+        return node[1]
+    raise _Reject("sum bounds must be integer literals")
 
 
 def _is_int(node: Node) -> bool:

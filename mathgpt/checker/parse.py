@@ -30,7 +30,12 @@ _UNICODE = {
     "\u00a0": " ",
     "\u2009": " ",
     "\u2205": "\\emptyset ",
+    "\u2213": "\\mp ",
 }
+# All real numbers, as a set symbol or in words, is the interval (-oo, oo) (policy all_reals).
+_REALS = re.compile(r"\\mathbb\s*\{?\s*R\s*\}?|\u211d|\ball\s+real\s+numbers\b", re.I)
+# Short English answers the grammar would read as a product of letters ("odd" = o*d*d): policy text_case.
+_ANSWER_WORDS = {"yes", "no", "odd", "all", "none", "both", "true", "false", "even", "never", "neither"}
 _TEXT_CMD = r"\\(?:text|textbf|textit|textrm|texttt|mathrm|mathbf|mathit|mbox|operatorname)\s*"
 _SCALE = {"thousand": 3, "million": 6, "billion": 9, "trillion": 12}
 _MATH_NAMES = {"sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "sqrt", "pi", "inf", "infty"}
@@ -43,7 +48,8 @@ def _clean(s: str, dataset: str) -> str:
     s = re.sub(r"\\(?:left|right|big|Big|bigg|Bigg)(?:\.|(?![a-zA-Z]))", "", s)
     s = re.sub(r"(\d),\\!\s*(?=\d{3}(?!\d))", r"\1", s)  # 10,\!080
     s = re.sub(r"(\d)(?:\{,\}|\\,)(?=\d{3}(?!\d))", r"\1", s)  # 10{,}080, 10\,080
-    s = re.sub(r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?!\d)", lambda m: m.group(0).replace(",", ""), s)
+    s = _REALS.sub(r"(-\\infty, \\infty)", s)
+    s = re.sub(r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?!\d)", lambda m: _thousands(s, m), s)
     s = re.sub(r"(?<!\\)\\[!,;:> ]|\\q?quad\b|~", " ", s)
     s = re.sub(r"\\[dtc]frac", r"\\frac", s)
     s = re.sub(r"\\(?:\(|\)|\[|\])|\\?\$|\\displaystyle|\\%|%|\\?(?:€|£|¥)|\bUSD\b", " ", s)
@@ -66,6 +72,18 @@ def _clean(s: str, dataset: str) -> str:
     return s.strip().rstrip(".,").strip()
 
 
+def _thousands(s: str, m: re.Match) -> str:
+    """ "1,234" is 1234 at top level, but two items inside brackets: (1,234), [0,100) (comma_in_brackets)."""
+    before = s[: m.start()]
+    depth = sum(before.count(c) for c in "([") - sum(before.count(c) for c in ")]")
+    depth += before.count("\\{") - before.count("\\}")
+    return m.group(0) if depth > 0 else m.group(0).replace(",", "")
+
+
+_CHOICE = re.compile(r"\(?([A-Z])\)(?:\s.*)?|([A-Z])(?:[.:)]\s*.*|\s+[a-z].*)?", re.S)
+_SCALED_MATRIX = re.compile(
+    r"([^\\]*?(?:\\frac\{[^{}]*\}\{[^{}]*\}[^\\]*?)?)\s*(\\begin\{([pbBvV]?matrix)\}.*)", re.S
+)
 _MATRIX = re.compile(r"\\begin\{([pbBvV]?matrix|array)\}(?:\{[^{}]*\})?(.*)\\end\{\1\}", re.S)
 _VARIABLE = re.compile(r"[a-zA-Z](?:_\{?\w+\}?)?(?:\([a-zA-Z]\))?|\\[a-zA-Z]+")
 _INEQ = {"<": ("(", ")"), "<=": ("[", "]"), ">": (")", "("), ">=": ("]", "[")}
@@ -130,10 +148,18 @@ def _value(s: str, depth: int = 0) -> Node:
         raise _Reject("nested too deeply")
     if not s:
         raise _Reject("empty")
-    if m := re.fullmatch(r"\(?([A-Z])\)(?:\s.*)?|([A-Z])", s, re.S):
+    if m := _CHOICE.fullmatch(s):  # "(B) 12 apples", "B because ...", "A: the parabola" (choice_letter)
         return ("choice", m.group(1) or m.group(2))
+    if s.lower() in _ANSWER_WORDS:
+        return ("text", s.lower())
     if s in ("\\emptyset", "\\varnothing", "\\{\\}"):
         return ("set",)
+    if (m := _SCALED_MATRIX.fullmatch(s)) and m.group(
+        1
+    ).strip():  # 2\begin{pmatrix}1\\2\end{pmatrix} (scalar_vector)
+        scale = ("neg", ("num", 1, 1)) if m.group(1).strip() == "-" else _parse_expr(m.group(1))
+        matrix = _value(m.group(2), depth + 1)
+        return ("matrix", *[tuple(("mul", scale, c) for c in row) for row in matrix[1:]])
     if m := _MATRIX.fullmatch(s):
         rows = [r for r in (r.strip() for r in m.group(2).split("\\\\")) if r]
         cells = [[_parse_expr(c) for c in r.split("&")] for r in rows]
@@ -153,11 +179,16 @@ def _value(s: str, depth: int = 0) -> Node:
                 return ("tuple", *[_value(p, depth + 1) for p in items])
             return _interval(s[0], _parse_expr(items[0]), _parse_expr(items[1]), s[-1])
     if len(items := _split_top(s, ",")) > 1:
+        names = [m.group(1) for p in items if (m := re.match(r"\s*([a-zA-Z])\s*=(?!=)", p))]
+        if len(names) == len(items) and len(set(names)) == len(names):  # x=3, y=2 (labelled_tuple)
+            return ("tuple", *[_value(p, depth + 1) for p in items])
         return ("set", *_flatten_sets([_value(p, depth + 1) for p in items]))
-    if len(pm := _split_top(s, "\\pm")) == 2:  # 1 \pm \sqrt{19} is the set of both roots
-        centre = _parse_expr(pm[0]) if pm[0].strip() else ("num", 0, 1)
-        offset = _parse_expr(pm[1])
-        return ("set", ("expr", ("add", centre, offset)), ("expr", ("add", centre, ("neg", offset))))
+    if len(re.findall(r"\\(?:pm|mp)\b", s)) in (1, 2):  # 1 \pm \sqrt{19}: the set of both values (plus_minus)
+        sign = re.search(r"\\(?:pm|mp)\b", s)
+        assert sign is not None
+        first, second = ("+", "-") if sign.group(0) == "\\pm" else ("-", "+")
+        variants = [s[: sign.start()] + op + " " + s[sign.end() :] for op in (first, second)]
+        return ("set", *_flatten_sets([_value(v, depth + 1) for v in variants]))
     t = re.sub(
         r"\\leq?\b", "<=", re.sub(r"\\geq?\b", ">=", re.sub(r"\\lt\b", "<", re.sub(r"\\gt\b", ">", s)))
     )
@@ -171,15 +202,26 @@ def _value(s: str, depth: int = 0) -> Node:
     sides = _split_top(s, "=")
     if len(sides) == 2:
         lhs, rhs = sides[0].strip(), sides[1]
-        if _VARIABLE.fullmatch(lhs):
+        if _VARIABLE.fullmatch(lhs) or _is_label(lhs):  # x = 5; (x, y) = (3, 2) (labelled_tuple)
             return _value(rhs, depth + 1)
-        lhs_node = _parse_expr(lhs)
+        try:
+            lhs_node = _parse_expr(lhs)
+        except _Reject:  # P(A \cap B) = \frac12: a left side outside the grammar names the value
+            return _value(rhs, depth + 1)
         if not _has_symbols(lhs_node):  # "\frac{6}{3} = 2": a computation, the result is the answer
             return _value(rhs, depth + 1)
         return ("eq", lhs_node, _parse_expr(rhs))
     if len(sides) > 2:
         return _value(sides[-1], depth + 1)
     return ("expr", _parse_expr(s))
+
+
+def _is_label(lhs: str) -> bool:
+    """A tuple of variable names, as in "(x, y) = (3, 2)"."""
+    if not (lhs.startswith("(") and lhs.endswith(")")):
+        return False
+    items = [p.strip() for p in lhs[1:-1].split(",")]
+    return len(items) >= 2 and all(_VARIABLE.fullmatch(p) for p in items)
 
 
 def _flatten_sets(items: list[Node]) -> list[Node]:
