@@ -27,11 +27,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from mathgpt.checker import extract_answer, is_correct
+    from mathgpt.checker import CHECKER_VERSION, grade
 
-    verdict = is_correct(args.gold, args.response, args.dataset)
-    print("true" if verdict else "false")
-    print(f"extracted: {extract_answer(args.response, args.dataset)}")
+    verdict = grade(args.gold, args.response, args.dataset, mode=args.mode)
+    print("true" if verdict.correct else "false")
+    print(f"extracted: {verdict.extracted}")
+    print(f"status: {verdict.status} ({verdict.reason}; checker {CHECKER_VERSION})")
+    return 0
+
+
+def _cmd_regrade(args: argparse.Namespace) -> int:
+    from mathgpt.regrade import regrade
+
+    for line in regrade(Path(args.dir)):
+        print(line)
     return 0
 
 
@@ -85,7 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("gold")
     c.add_argument("response")
     c.add_argument("--dataset", choices=["gsm8k", "math"], default="gsm8k")
+    c.add_argument("--mode", choices=["flexible", "strict"], default="flexible")
     c.set_defaults(fn=_cmd_check)
+
+    rg = sub.add_parser("regrade", help="re-score a run's (or a study's runs') predictions with this checker")
+    rg.add_argument("dir", help="a run directory or a directory of runs (a study)")
+    rg.set_defaults(fn=_cmd_regrade)
 
     d = sub.add_parser("data", help="inspect datasets and check train/eval overlap")
     dsub = d.add_subparsers(dest="data_cmd", required=True)
