@@ -26,8 +26,9 @@ class EvalResult:
     accuracy: float
     ci95: tuple[float, float]
     n_correct: int
-    tokens_per_s: float
+    tokens_per_s: float  # useful (kept) generated tokens per second
     wall_s: float
+    gen: dict  # generation statistics, GenStats.as_dict(): docs/CONTRACTS.md `gen`
 
     @property
     def correct(self) -> list[int]:
@@ -57,7 +58,7 @@ def evaluate(
     start = time.perf_counter()
     problems = [(s.name, ex) for s in eval_sets for ex in s.examples]
     prompts = [format_prompt(ex.question, prompt_format, tokenizer) for _, ex in problems]
-    gens, tok_per_s = generate(
+    gens, stats = generate(
         model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, desc=desc
     )
     records = []
@@ -76,5 +77,15 @@ def evaluate(
                 "correct": bool(correct),
             }
         )
+    for r, gen in zip(records, gens, strict=True):  # predictions.jsonl's generation fields
+        r["n_tokens"], r["truncated"] = gen.n_tokens, gen.truncated
     k, n = sum(r["correct"] for r in records), len(records)
-    return EvalResult(records, k / n, wilson_ci(k, n), k, tok_per_s, time.perf_counter() - start)
+    return EvalResult(
+        records,
+        k / n,
+        wilson_ci(k, n),
+        k,
+        stats.useful_tokens_per_s,
+        time.perf_counter() - start,
+        stats.as_dict(),
+    )
