@@ -25,8 +25,9 @@ class EvalResult:
     accuracy: float
     ci95: tuple[float, float]
     n_correct: int
-    tokens_per_s: float
+    tokens_per_s: float  # useful (kept) generated tokens per second
     wall_s: float
+    gen: dict  # generation statistics, GenStats.as_dict(): docs/CONTRACTS.md `gen`
     n_answered: int = 0
     n_no_answer: int = 0
     n_ungradable: int = 0
@@ -61,7 +62,7 @@ def evaluate(
     start = time.perf_counter()
     problems = [(s.name, ex) for s in eval_sets for ex in s.examples]
     prompts = [format_prompt(ex.question, prompt_format, tokenizer) for _, ex in problems]
-    gens, tok_per_s = generate(
+    gens, stats = generate(
         model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, desc=desc
     )
     records = []
@@ -80,9 +81,18 @@ def evaluate(
                 **verdict_fields(verdict, strict),
             }
         )
+    for r, gen in zip(records, gens, strict=True):  # predictions.jsonl's generation fields
+        r["n_tokens"], r["truncated"] = gen.n_tokens, gen.truncated
     k, n = sum(r["correct"] for r in records), len(records)
     return EvalResult(
-        records, k / n, wilson_ci(k, n), k, tok_per_s, time.perf_counter() - start, **verdict_counts(records)
+        records,
+        k / n,
+        wilson_ci(k, n),
+        k,
+        stats.useful_tokens_per_s,
+        time.perf_counter() - start,
+        stats.as_dict(),
+        **verdict_counts(records),
     )
 
 
