@@ -163,15 +163,7 @@ def _log_eval(
     tracker, files: RunFiles, line: dict, res: EvalResult, model_name: str, epoch: int, table_rows: int
 ) -> None:
     files.append("epochs.jsonl", [line])
-    tracker.log(
-        {
-            "eval/accuracy": line["accuracy"],
-            "eval/ci95_lo": line["ci95"][0],
-            "eval/ci95_hi": line["ci95"][1],
-            "epoch": epoch,
-            **{f"eval/{k}/accuracy": v["accuracy"] for k, v in line["by_set"].items()},
-        }
-    )
+    tracker.log_eval(line)  # x-axes: line["train_examples"] and line["epoch"]
     if table_rows:
         cols = ["model", "epoch", "id", "eval_set", "question", "gold", "output", "extracted", "correct"]
         rows = [[model_name, epoch] + [r[c] for c in cols[2:]] for r in res.records[:table_rows]]
@@ -254,7 +246,8 @@ def _run(
         )
 
     def on_log(logs: dict, step: int) -> None:
-        tracker.log({f"train/{k}": v for k, v in logs.items() if isinstance(v, int | float)}, step=None)
+        # HF's fractional epoch counts optimizer steps within the epoch, so this is exact at step boundaries
+        tracker.log_train(step, round(logs.get("epoch", 0) * len(train_set)), logs)
         loss = logs.get("loss")
         if loss is not None and not math.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss} at step {step}")
