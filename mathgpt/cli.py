@@ -69,6 +69,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from mathgpt.dashboard import serve
+
+    return serve(args.study, storage=args.storage, runs_dir=args.runs_dir, port=args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mathgpt", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -115,6 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--runs-dir", default="runs")
     rp.add_argument("--out", default=None, help="default: analysis/<study>/")
     rp.set_defaults(fn=_cmd_report)
+
+    db = sub.add_parser(
+        "dashboard", help="browse a study locally (optuna-dashboard on 127.0.0.1, no account)"
+    )
+    db.add_argument("study")
+    db.add_argument(
+        "--storage", default=None, help="an RDB URL or journal file; default: DIR/<study>/journal.log"
+    )
+    db.add_argument("--runs-dir", default="runs")
+    db.add_argument("--port", type=int, default=8080)
+    db.set_defaults(fn=_cmd_dashboard)
     return p
 
 
