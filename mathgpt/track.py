@@ -204,6 +204,7 @@ def start_run(
             dir=str(dir),
             job_type=job_type,
             id=run_id,
+            resume="allow" if run_id else None,  # a study run logged again updates the same run
             reinit="finish_previous",
             settings=wandb.Settings(init_timeout=60, silent=True, console="off"),
         )
@@ -255,7 +256,7 @@ def _records(path: Path):
 
 
 def read_offline_run(run_dir: Path, wait_s: float = 0.0) -> dict[str, Any]:
-    """``{"id", "config", "history": [rows], "summary", "metrics": {name: step_metric}, "complete"}``.
+    """``{"id", "job_type", "group", "config", "history", "summary", "metrics": {name: step}, "complete"}``.
 
     ``run_dir`` is a ``wandb/offline-run-*`` folder (what ``wandb sync`` uploads). Records are parsed with
     wandb's own protobuf schema (``wandb.proto.wandb_internal_pb2.Record``), as the sync reads them.
@@ -288,7 +289,7 @@ def _read_once(run_dir: Path) -> dict[str, Any]:
         rec.ParseFromString(raw)
         kind = rec.WhichOneof("record_type")
         if kind == "run":
-            out["id"] = rec.run.run_id
+            out["id"], out["job_type"], out["group"] = rec.run.run_id, rec.run.job_type, rec.run.run_group
             for item in rec.run.config.update:
                 put(out["config"], item)
         elif kind == "config":
