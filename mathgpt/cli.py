@@ -2,7 +2,8 @@
 
 Each subcommand parses its arguments here and calls plain functions of the stage it belongs to. Expected
 failures (a bad config, a missing file, a bad dataset name) raise ``ConfigError`` / ``DataError`` /
-``FileNotFoundError`` and are printed as one line with exit code 2; nothing is written in that case.
+``FileNotFoundError`` and are printed as one line with exit code 2; nothing is written in that case. Any
+other exception is one line with exit code 1 (``MATHGPT_TRACEBACK=1`` lets the traceback through).
 """
 
 from __future__ import annotations
@@ -152,6 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mathgpt: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - docs/CONTRACTS.md: any other failure is one line, exit 1
+        if os.environ.get("MATHGPT_TRACEBACK"):
+            raise
+        first = str(err).splitlines()[0] if str(err).strip() else ""
+        print(
+            f"mathgpt: failed: {type(err).__name__}: {first} (MATHGPT_TRACEBACK=1 shows where)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -158,3 +158,20 @@ def test_headless_chromium_lists_the_trials(tmp_path):
         f"Value {ACCURACIES[0]}" in text and "accuracy 0.25" in text and "trial_0" in text
     )  # trial 0 opened
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_unexpected_failure_is_one_line_exit_1(tmp_path, monkeypatch, capsys):
+    """docs/CONTRACTS.md: any failure other than bad input is one line on stderr and exit code 1."""
+    import mathgpt.dashboard
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk on fire\nsecond line")
+
+    monkeypatch.setattr(mathgpt.dashboard, "serve", boom)
+    monkeypatch.delenv("MATHGPT_TRACEBACK", raising=False)
+    assert main(["dashboard", "demo", "--runs-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "RuntimeError: disk on fire" in err[0]
+    monkeypatch.setenv("MATHGPT_TRACEBACK", "1")
+    with pytest.raises(RuntimeError):
+        main(["dashboard", "demo", "--runs-dir", str(tmp_path)])
