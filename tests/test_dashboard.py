@@ -175,3 +175,22 @@ def test_unexpected_failure_is_one_line_exit_1(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MATHGPT_TRACEBACK", "1")
     with pytest.raises(RuntimeError):
         main(["dashboard", "demo", "--runs-dir", str(tmp_path)])
+
+
+def test_dashboard_on_an_rdb_url(tmp_path):
+    """An RDB storage is passed as its URL (SQLite here; PostgreSQL takes the same path)."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="rdb", storage=url, direction="maximize")
+    study.enqueue_trial({"x": 1.0})
+    study.optimize(lambda t: t.suggest_float("x", 0, 2), n_trials=2)
+    server, page = make_dashboard("rdb", storage=url, port=0)
+    start_in_thread(server)
+    try:
+        root = page.split("/dashboard")[0]
+        (summary,) = get_json(f"{root}/api/studies")["study_summaries"]
+        detail = get_json(f"{root}/api/studies/{summary['study_id']}")
+        assert summary["study_name"] == "rdb" and len(detail["trials"]) == 2
+        assert detail["trials"][0]["values"] == [1.0]
+    finally:
+        server.shutdown()
+        server.server_close()
