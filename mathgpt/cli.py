@@ -2,7 +2,8 @@
 
 Each subcommand parses its arguments here and calls plain functions of the stage it belongs to. Expected
 failures (a bad config, a missing file, a bad dataset name) raise ``ConfigError`` / ``DataError`` /
-``FileNotFoundError`` and are printed as one line with exit code 2; nothing is written in that case.
+``FileNotFoundError`` and are printed as one line with exit code 2; nothing is written in that case. Any
+other exception is one line with exit code 1 (``MATHGPT_TRACEBACK=1`` lets the traceback through).
 """
 
 from __future__ import annotations
@@ -78,6 +79,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from mathgpt.dashboard import serve
+
+    return serve(args.study, storage=args.storage, runs_dir=args.runs_dir, port=args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mathgpt", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -129,6 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--runs-dir", default="runs")
     rp.add_argument("--out", default=None, help="default: analysis/<study>/")
     rp.set_defaults(fn=_cmd_report)
+
+    db = sub.add_parser(
+        "dashboard", help="browse a study locally (optuna-dashboard on 127.0.0.1, no account)"
+    )
+    db.add_argument("study")
+    db.add_argument(
+        "--storage", default=None, help="an RDB URL or journal file; default: DIR/<study>/journal.log"
+    )
+    db.add_argument("--runs-dir", default="runs")
+    db.add_argument("--port", type=int, default=8080)
+    db.set_defaults(fn=_cmd_dashboard)
     return p
 
 
@@ -149,6 +167,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mathgpt: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - docs/CONTRACTS.md: any other failure is one line, exit 1
+        if os.environ.get("MATHGPT_TRACEBACK"):
+            raise
+        first = str(err).splitlines()[0] if str(err).strip() else ""
+        print(
+            f"mathgpt: failed: {type(err).__name__}: {first} (MATHGPT_TRACEBACK=1 shows where)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -259,17 +259,7 @@ def _log_point(
     tracker, files: RunFiles, line: dict, scored: Scored, model_name: str, table_rows: int
 ) -> None:
     files.append("epochs.jsonl", [line])
-    tracker.log(
-        {
-            "eval/accuracy": line["accuracy"],
-            "eval/ci95_lo": line["ci95"][0],
-            "eval/ci95_hi": line["ci95"][1],
-            "epoch": line["epoch"],
-            "train_examples": line["train_examples"],
-            **{f"eval/{k}/accuracy": v["accuracy"] for k, v in line["by_set"].items()},
-            **({"select/accuracy": line["select"]["accuracy"]} if line["select"] else {}),
-        }
-    )
+    tracker.log_eval(line)  # x-axes: line["train_examples"] and line["epoch"]
     if table_rows:
         cols = ["model", "point", "id", "eval_set", "question", "gold", "output", "extracted", "correct"]
         rows = [[model_name, line["point"]] + [r[c] for c in cols[2:]] for r in scored.report[:table_rows]]
@@ -325,7 +315,8 @@ def _run(cfg: RunConfig, files: RunFiles, device: str, tokenizer, rd: RunData, t
         )
 
     def on_log(logs: dict, step: int) -> None:
-        tracker.log({f"train/{k}": v for k, v in logs.items() if isinstance(v, int | float)}, step=None)
+        # HF's fractional epoch counts optimizer steps within the epoch, so this is exact at step boundaries
+        tracker.log_train(step, round(logs.get("epoch", 0) * len(rd.train)), logs)
         loss = logs.get("loss")
         if loss is not None and not math.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss} at step {step}")
