@@ -13,10 +13,14 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from optuna.distributions import CategoricalDistribution
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState, create_trial
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.weightstats import DescrStatsW
 
+from mathgpt.cli import main
 from mathgpt.report import analysis as an
 from mathgpt.report import write_report
 from mathgpt.report.load import MATRIX_COLUMNS, PairingError, load_study
@@ -362,3 +366,45 @@ def test_two_sizes_give_no_r2(tmp_path) -> None:
     assert sl is not None and sl.n_sizes == 2 and math.isnan(sl.r2)
     md = (write_report(study2, tmp_path, n_boot=20) / "report.md").read_text()
     assert "n/a (2 sizes)" in md
+
+
+def test_importances_only_with_enough_trials(tmp_path) -> None:
+    small = write_report(make_study(), tmp_path / "small", n_boot=20)
+    assert "Parameter importances skipped: 12 complete trials (need 20)" in (small / "report.md").read_text()
+    assert not (small / "importances.png").exists()
+    study = optuna.create_study(study_name="big", direction="maximize")
+    study.set_user_attr("bases", {"tiny": base_point()})
+    study.set_user_attr("eval_problems", PROBLEMS)
+    dists = {
+        "train.learning_rate": CategoricalDistribution([1e-3, 2e-3]),
+        "lora.r": CategoricalDistribution([8, 16]),
+    }
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        params = {"train.learning_rate": [1e-3, 2e-3][i % 2], "lora.r": [8, 16][(i // 2) % 2]}
+        value = 0.3 + 0.2 * (i % 2) + 0.01 * rng.random()
+        study.add_trial(
+            create_trial(state=TrialState.COMPLETE, value=value, params=params, distributions=dists)
+        )
+    found, why = an.importances(study)
+    assert found is not None and set(found) == {"train.learning_rate", "lora.r"}, why
+    assert found["train.learning_rate"] > found["lora.r"]
+
+
+def test_cli_report_on_a_journal_study(tmp_path, capsys) -> None:
+    root = tmp_path / "runs" / "demo"
+    root.mkdir(parents=True)
+    storage = JournalStorage(JournalFileBackend(str(root / "journal.log")))
+    study = optuna.create_study(study_name="demo", storage=storage, direction="maximize")
+    for key, value in make_study(seeds=(0,)).user_attrs.items():
+        study.set_user_attr(key, value)
+    for t in make_study(seeds=(0,)).trials:
+        study.add_trial(t)
+    out = tmp_path / "out"
+    assert main(["report", "demo", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    assert "mathgpt dashboard demo" in (out / "report.md").read_text()
+    add(study, 64, 3, 2e-3, vector(3, 1, 5), 0.5, fp="fp-other")
+    capsys.readouterr()
+    assert main(["report", "demo", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fp-other" in err[0] and "fp-report-1" in err[0]

@@ -20,6 +20,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import optuna
 import pandas as pd
 import statsmodels.api as sm
 
@@ -394,14 +395,35 @@ def general_change(data: StudyData) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def importances(study: optuna.Study) -> tuple[dict[str, float] | None, str]:
+    """Optuna's PED-ANOVA importances of the searched parameters (seed excluded), or None and why not."""
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    names = sorted({k for t in complete for k in t.params if k != "seed"})
+    varying = [k for k in names if len({repr(t.params.get(k)) for t in complete}) > 1]
+    if (note := importance_note(len(complete), len(varying))) is not None:
+        return None, note
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+            found = optuna.importance.get_param_importances(study, evaluator=evaluator, params=varying)
+    except (ValueError, RuntimeError) as err:
+        return None, f"Optuna could not compute parameter importances: {err}"
+    if caught:
+        return None, f"Parameter importances are not informative here: {caught[0].message}"
+    return dict(found), (
+        f"PED-ANOVA importances over {len(complete)} complete trials (selection-slice value; descriptive)."
+    )
+
+
 def importance_note(n_complete: int, varying: int) -> str | None:
     """Why importances are skipped, or None when there are enough complete trials to compute them."""
-    if varying == 0:
-        return "Parameter importances skipped: no searched parameter varies."
     if n_complete < MIN_TRIALS_FOR_IMPORTANCE:
         return (
             f"Parameter importances skipped: {n_complete} complete trials (need {MIN_TRIALS_FOR_IMPORTANCE}); "
             "on a small grid PED-ANOVA's split returns the same shares for any accuracies. The paired knob "
             "effects above are the honest comparison."
         )
+    if varying == 0:
+        return "Parameter importances skipped: no searched parameter varies."
     return None

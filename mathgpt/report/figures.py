@@ -338,3 +338,12 @@ def tradeoff(general: pd.DataFrame) -> bytes | None:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return _png(fig)
+
+
+def importance(found: dict[str, float]) -> bytes:
+    names = list(found)[::-1]
+    fig = Figure(figsize=(6, 0.6 + 0.45 * len(names)))
+    ax = fig.subplots()
+    ax.barh(names, [found[n] for n in names], color="steelblue")
+    ax.set_xlabel("importance (Optuna PED-ANOVA, sums to 1; no interval: descriptive)")
+    return _png(fig)

@@ -17,7 +17,15 @@ from mathgpt.report import figures
 from mathgpt.report.load import MATRIX_COLUMNS, StudyData, load_study
 from mathgpt.stats import mcnemar_test
 
-FIGURES = ["scaling.png", "rates.png", "learning.png", "knobs.png", "breakdown.png", "tradeoff.png"]
+FIGURES = [
+    "scaling.png",
+    "rates.png",
+    "learning.png",
+    "knobs.png",
+    "importances.png",
+    "breakdown.png",
+    "tradeoff.png",
+]
 TEMPLATES = Path(__file__).parent / "templates"
 
 
@@ -104,8 +112,13 @@ def answer_sentence(data: StudyData, bench: str, r: dict[str, Any]) -> str:
     nd = r["needed"]
     if nd is not None and math.isfinite(nd.estimate):
         hi = "unbounded" if not math.isfinite(nd.hi) else f"{nd.hi:,.0f}"
+        sizes = by.index
+        beyond = (
+            " (extrapolated beyond the sizes run)" if not sizes.min() <= nd.estimate <= sizes.max() else ""
+        )
         parts.append(
-            f"the logistic fit puts +{100 * data.delta:g} points at about {nd.estimate:,.0f} examples [{nd.lo:,.0f}, {hi}]"
+            f"the logistic fit puts +{100 * data.delta:g} points at about {nd.estimate:,.0f} examples "
+            f"[{nd.lo:,.0f}, {hi}]{beyond}"
         )
     return "; ".join(parts) + "."
 
@@ -332,6 +345,7 @@ def write_report(
     breakdown = (
         pd.concat([an.breakdown(data, m) for m in models], ignore_index=True) if models else pd.DataFrame()
     )
+    found, importance_text = an.importances(study)
     pngs = {
         "scaling.png": (
             figures.scaling(data, results) if models else None,
@@ -349,6 +363,7 @@ def write_report(
             figures.knobs(effects),
             "Knob effects as paired differences (same seed, other knobs equal) with 95% CIs; panels only for knobs that vary.",
         ),
+        "importances.png": (figures.importance(found) if found else None, importance_text),
         "breakdown.png": (
             figures.breakdown(breakdown) if not breakdown.empty else None,
             "Accuracy by MATH level and subject and by synthetic step count, base and each data size's chosen setting, 95% CIs (first model).",
@@ -393,7 +408,7 @@ def write_report(
     data.matrix[MATRIX_COLUMNS].to_csv(out / "problems.csv", index=False)
     trials.to_csv(out / "trials.csv", index=False)
     answer_csv(results).to_csv(out / "answer.csv", index=False)
-    context = _context(study, data, results, tables, figs, storage_url)
+    context = _context(study, data, results, tables, figs, storage_url) | {"importance_note": importance_text}
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
         autoescape=select_autoescape(["html"]),
@@ -424,12 +439,6 @@ def _context(
     sel = an.choose(data)
     on_report = bool(len(sel)) and (sel["selected_on"] == "report").any()
     counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(data.states.items())) or "no trials yet"
-    n_complete = data.states.get("COMPLETE", 0)
-    varying = sum(
-        int(data.points[c].nunique(dropna=True) > 1)
-        for c in ["lora_r", "learning_rate", "batch_size", "mix_fraction"]
-        if c in data.points
-    )
     steps = (
         data.points[data.points["trial"].notna()]
         .groupby("train_examples")[["batch_size", "optimizer_steps"]]
@@ -459,8 +468,6 @@ def _context(
         else None,
         "tables": tables,
         "figures": figs,
-        "importance_note": an.importance_note(n_complete, varying)
-        or "Parameter importances: enough complete trials; see the Optuna dashboard.",
         "dashboard": dashboard,
         "fails": data.fail_reasons,
     }
