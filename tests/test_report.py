@@ -408,3 +408,18 @@ def test_cli_report_on_a_journal_study(tmp_path, capsys) -> None:
     assert main(["report", "demo", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "fp-other" in err[0] and "fp-report-1" in err[0]
+
+
+def test_partial_and_empty_studies_still_report(tmp_path) -> None:
+    empty = write_report(optuna.create_study(study_name="empty"), tmp_path / "e", n_boot=10)
+    assert "No base run is stored in this study yet" in (empty / "report.md").read_text()
+    study = optuna.create_study(study_name="partial")
+    study.set_user_attr("bases", {"tiny": base_point()})
+    study.set_user_attr("eval_problems", PROBLEMS)
+    study.add_trial(create_trial(state=TrialState.RUNNING, params={}, distributions={}))
+    study.add_trial(
+        create_trial(state=TrialState.FAIL, params={}, distributions={}, user_attrs={"fail_reason": "OOM"})
+    )
+    md = (write_report(study, tmp_path / "p", n_boot=10) / "report.md").read_text()
+    assert "Partial report: 1 trial(s) still running" in md and "trial 1: OOM" in md
+    assert "no fine-tuned point with per-problem results yet" in md

@@ -104,6 +104,23 @@ def arm_matrix(pts: pd.DataFrame) -> np.ndarray:
     return np.vstack([np.asarray(c, dtype=float) for c in pts["_correct"]])
 
 
+TEST_COLUMNS = [
+    "train_examples",
+    "n",
+    "n_points",
+    "seeds",
+    "base_k",
+    "accuracy",
+    "base_accuracy",
+    "gain",
+    "lo",
+    "hi",
+    "p_above_delta",
+    "per_seed",
+    "settings",
+]
+
+
 def size_tests(data: StudyData, model: str, mask: np.ndarray) -> pd.DataFrame:
     """One row per size: pooled-seed accuracy, paired gain with its CI, one-sided p, per-seed McNemar."""
     base = base_vector(data, model)[mask]
@@ -143,7 +160,7 @@ def size_tests(data: StudyData, model: str, mask: np.ndarray) -> pd.DataFrame:
                 "settings": sorted(set(pts["setting"])),
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=TEST_COLUMNS)
 
 
 @dataclass(frozen=True)

@@ -165,13 +165,10 @@ def load_study(study: optuna.Study) -> StudyData:
                 where = f"trial {t.number} point {row['point']}"
                 _check_pair(row["model"], where, row["fingerprint"], bases[row["model"]].get("fingerprint"))
             rows.append(row)
-    points = pd.DataFrame(rows)
-    if points.empty:
-        points = pd.DataFrame(columns=["model", "trial", "seed", "train_examples", "_correct"])
+    columns = list(_point_row({}, 0)) + ["model", "trial", "state", "seed", "mix_fraction"]
+    columns += [c for c in OVERRIDE_COLUMNS.values() if c not in columns]
+    points = pd.DataFrame(rows).reindex(columns=columns)
     points["trial"] = points["trial"].astype("Int64")
-    for col in SETTING:
-        if col not in points:
-            points[col] = math.nan
     points["epoch"] = points["epoch"].astype(float).round(6)
     matrix = build_matrix(points, problems)
     return StudyData(

@@ -432,7 +432,13 @@ def _context(
 ) -> dict[str, Any]:
     models = list(results)
     primary = [b for b in an.benchmarks(data) if b != "all sets (pooled)"]
-    lines = []
+    lines = (
+        []
+        if models
+        else [
+            "No base run is stored in this study yet (study attribute `bases`), so nothing can be paired with it."
+        ]
+    )
     for model in models:
         text = " ".join(answer_sentence(data, b, results[model][b]) for b in primary)
         lines.append(f"{model}: {text}" if len(models) > 1 else text)
@@ -455,8 +461,8 @@ def _context(
         "alpha": data.alpha,
         "power": int(100 * data.power),
         "selected_on_report": on_report,
-        "select_fingerprint": data.select_fingerprint,
-        "eval_fingerprint": data.eval_fingerprint,
+        "select_fingerprint": data.select_fingerprint or "not recorded",
+        "eval_fingerprint": data.eval_fingerprint or "not recorded",
         "design": pd.DataFrame(
             {
                 "examples": steps.index,
