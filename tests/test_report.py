@@ -7,6 +7,7 @@ base-wrong ones (which ones depends on the seed), so its gain is exactly (c - b)
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -124,6 +125,7 @@ def add(
     model: str = "tiny",
     general: dict | None = None,
     fp: str = FP,
+    trial_dir: str | None = None,
 ) -> None:
     over = {
         "seed": seed,
@@ -143,7 +145,7 @@ def add(
             user_attrs={
                 "overrides": over,
                 "points": [pt],
-                "trial_dir": f"/runs/s/trial_{len(study.trials)}",
+                "trial_dir": trial_dir or f"/runs/s/trial_{len(study.trials)}",
                 "train_tokens": 100 * size,
                 "wall_s": 2.0,
                 "checker_version": "3",
@@ -423,3 +425,43 @@ def test_partial_and_empty_studies_still_report(tmp_path) -> None:
     md = (write_report(study, tmp_path / "p", n_boot=10) / "report.md").read_text()
     assert "Partial report: 1 trial(s) still running" in md and "trial 1: OOM" in md
     assert "no fine-tuned point with per-problem results yet" in md
+
+
+def _preds(path, model: str, correct: list[int]) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {
+            "model": model,
+            "point": 0 if model == "base" else 1,
+            "slice": "report",
+            "id": p["id"],
+            "eval_set": p["eval_set"],
+            "question": f"What is {i} + 1?",
+            "gold": str(i + 1),
+            "output": f"{model} <script>{i}</script>",
+            "extracted": str(i + c),
+            "correct": bool(c),
+        }
+        for i, (p, c) in enumerate(zip(PROBLEMS, correct, strict=True))
+    ]
+    rows.append({"model": model, "slice": "select", "id": PROBLEMS[0]["id"], "correct": True})
+    (path / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"torn')
+
+
+def test_side_by_side_reads_the_runs_predictions(tmp_path) -> None:
+    study = optuna.create_study(study_name="sbs", direction="maximize")
+    study.set_user_attr("bases", {"tiny": base_point() | {"dir": str(tmp_path / "base")}})
+    study.set_user_attr("eval_problems", PROBLEMS)
+    tuned = vector(30, 2, 0)
+    _preds(tmp_path / "base", "base", BASE)
+    _preds(tmp_path / "trial_0", "finetuned", tuned)
+    add(study, 128, 0, 1e-3, tuned, 0.5, trial_dir=str(tmp_path / "trial_0"))
+    out = write_report(study, tmp_path / "out", n_boot=10)
+    md = (out / "report.md").read_text()
+    assert "Side by side: tiny, trial 0 (128 examples, seed 0) against the base" in md
+    assert (
+        "Base wrong, fine-tuned right: 3 example(s)." in md
+        and "Base right, fine-tuned wrong: 2 example(s)." in md
+    )
+    html = (out / "report.html").read_text()
+    assert "<script>" not in html and "&lt;script&gt;" in html

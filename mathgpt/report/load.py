@@ -135,7 +135,9 @@ def load_study(study: optuna.Study) -> StudyData:
     for model, base in bases.items():
         row = _point_row(base, n_problems)
         rows.append(
-            row | {"model": model, "trial": pd.NA, "state": "BASE", "seed": pd.NA, "train_examples": 0}
+            row
+            | {"model": model, "trial": pd.NA, "state": "BASE", "seed": pd.NA, "train_examples": 0}
+            | {"trial_dir": base.get("dir")}
         )
     states: dict[str, int] = {}
     fails: dict[int, str] = {}
@@ -148,6 +150,7 @@ def load_study(study: optuna.Study) -> StudyData:
         knobs = {col: over.get(key) for key, col in OVERRIDE_COLUMNS.items()}
         knobs["model"] = knobs["model"] or only_model
         knobs["mix_fraction"] = _mix_fraction(over.get("data.mix"))
+        knobs["trial_dir"] = t.user_attrs.get("trial_dir")
         for line in t.user_attrs.get("points") or []:
             if not line.get("train_examples"):
                 continue  # a trial's own base point: the study's per-model base is the one zero point
@@ -165,7 +168,7 @@ def load_study(study: optuna.Study) -> StudyData:
                 where = f"trial {t.number} point {row['point']}"
                 _check_pair(row["model"], where, row["fingerprint"], bases[row["model"]].get("fingerprint"))
             rows.append(row)
-    columns = list(_point_row({}, 0)) + ["model", "trial", "state", "seed", "mix_fraction"]
+    columns = list(_point_row({}, 0)) + ["model", "trial", "state", "seed", "mix_fraction", "trial_dir"]
     columns += [c for c in OVERRIDE_COLUMNS.values() if c not in columns]
     points = pd.DataFrame(rows).reindex(columns=columns)
     points["trial"] = points["trial"].astype("Int64")
