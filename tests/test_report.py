@@ -19,6 +19,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState, create_trial
 from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.proportion import proportion_confint
 from statsmodels.stats.weightstats import DescrStatsW
 
 from mathgpt.cli import main
@@ -260,6 +261,10 @@ def test_problems_csv_reproduces_the_reported_numbers(tmp_path) -> None:
         table = pd.crosstab(base, t).reindex(index=[1, 0], columns=[1, 0], fill_value=0).to_numpy()
         exact = table[0, 1] + table[1, 0] < 25
         assert mcnemar(table, exact=exact, correction=True).pvalue == pytest.approx(row["mcnemar_p"])
+        lo, hi = proportion_confint(int(t.sum()), len(t), alpha=0.05, method="wilson")
+        assert (row["n_correct"], row["ci_lo"], row["ci_hi"]) == pytest.approx(
+            (t.sum(), lo, hi), abs=1e-5
+        )  # wilson_ci uses z = 1.96
     for _, row in answer.iterrows():
         trial_ids = [int(x) for x in str(row["trials"]).split()]
         sub = m[m["trial"].isin(trial_ids)]
@@ -465,3 +470,18 @@ def test_side_by_side_reads_the_runs_predictions(tmp_path) -> None:
     )
     html = (out / "report.html").read_text()
     assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_report_package_never_imports_the_sweep() -> None:
+    import ast
+    from pathlib import Path
+
+    import mathgpt.report
+
+    for path in Path(mathgpt.report.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom | ast.Import):
+                names = (
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                )
+                assert not any(n.startswith("mathgpt.sweep") for n in names), path
