@@ -24,6 +24,7 @@ from statsmodels.stats.weightstats import DescrStatsW
 
 from mathgpt.cli import main
 from mathgpt.report import analysis as an
+from mathgpt.report import effects as ef
 from mathgpt.report import write_report
 from mathgpt.report.load import MATRIX_COLUMNS, PairingError, load_study
 
@@ -327,14 +328,14 @@ def test_gain_vs_forgetting_figure_when_points_carry_general(tmp_path) -> None:
     lost = {"piqa": ref["piqa"] | {"correct": [1] * 25 + [0] * 25}}
     for size in (32, 64):
         add(study, size, 0, 1e-3, vector(10, 2, 0), 0.5, general=lost)
-    gen = an.general_change(load_study(study))
+    gen = ef.general_change(load_study(study))
     assert gen["general_change"].tolist() == pytest.approx([-0.1, -0.1])
     out = write_report(study, tmp_path, n_boot=20)
     assert (out / "tradeoff.png").is_file()
 
 
 def test_knob_effects_are_paired_differences() -> None:
-    eff = an.knob_effects(load_study(make_study()))
+    eff = ef.knob_effects(load_study(make_study()))
     lr = eff[eff["knob"] == "learning_rate"].set_index("train_examples")
     # lr 2e-3 vs 1e-3: (fixed - 5) - fixed problems, same broken count -> -5/N at every size.
     assert lr["diff"].tolist() == pytest.approx([-5 / N] * 3)
@@ -393,7 +394,7 @@ def test_importances_only_with_enough_trials(tmp_path) -> None:
         study.add_trial(
             create_trial(state=TrialState.COMPLETE, value=value, params=params, distributions=dists)
         )
-    found, why = an.importances(study)
+    found, why = ef.importances(study)
     assert found is not None and set(found) == {"train.learning_rate", "lora.r"}, why
     assert found["train.learning_rate"] > found["lora.r"]
 

@@ -11,6 +11,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from mathgpt.report import analysis as an
+from mathgpt.report import effects as ef
 from mathgpt.report import figures
 from mathgpt.report.examples import side_by_side
 from mathgpt.report.load import MATRIX_COLUMNS, StudyData, load_study
@@ -60,13 +61,13 @@ def write_report(
     out = Path(out_dir) if out_dir is not None else Path("analysis") / data.name
     out.mkdir(parents=True, exist_ok=True)
     results = analyse(data, n_boot)
-    effects = an.knob_effects(data)
-    general = an.general_change(data)
+    effects = ef.knob_effects(data)
+    general = ef.general_change(data)
     models = an.models(data)
     breakdown = (
-        pd.concat([an.breakdown(data, m) for m in models], ignore_index=True) if models else pd.DataFrame()
+        pd.concat([ef.breakdown(data, m) for m in models], ignore_index=True) if models else pd.DataFrame()
     )
-    found, importance_text = an.importances(study)
+    found, importance_text = ef.importances(study)
     pngs = {
         "scaling.png": (
             figures.scaling(data, results) if models else None,
