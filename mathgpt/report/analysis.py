@@ -124,6 +124,7 @@ def size_tests(data: StudyData, model: str, mask: np.ndarray) -> pd.DataFrame:
     base = base_vector(data, model)[mask]
     rows = []
     for size, pts in sorted(arms(data, model).items()):
+        pts = pts.sort_values(["seed", "trial"], na_position="last")
         mat = arm_matrix(pts)[:, mask]
         ci = mean_ci(mat.mean(axis=0) - base, data.alpha)
         seeds = []

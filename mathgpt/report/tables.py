@@ -25,6 +25,13 @@ def _p(p: float) -> str:
     return f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}"
 
 
+def _count(x: float) -> str:
+    """An example count from a fit: whole numbers from 10 up, two significant digits below."""
+    if not math.isfinite(x):
+        return "unbounded"
+    return f"{x:,.0f}" if x >= 10 else f"{x:.2g}"
+
+
 def _sizes(sizes: list[int]) -> str:
     words = [str(s) for s in sizes]
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
@@ -95,14 +102,14 @@ def answer_sentence(data: StudyData, bench: str, r: dict[str, Any]) -> str:
         parts.append(f"this slice's detection limit is {lim}")
     nd = r["needed"]
     if nd is not None and math.isfinite(nd.estimate):
-        hi = "unbounded" if not math.isfinite(nd.hi) else f"{nd.hi:,.0f}"
+        hi = _count(nd.hi)
         sizes = by.index
         beyond = (
             " (extrapolated beyond the sizes run)" if not sizes.min() <= nd.estimate <= sizes.max() else ""
         )
         parts.append(
-            f"the logistic fit puts +{100 * data.delta:g} points at about {nd.estimate:,.0f} examples "
-            f"[{nd.lo:,.0f}, {hi}]{beyond}"
+            f"the logistic fit puts +{100 * data.delta:g} points at about {_count(nd.estimate)} examples "
+            f"[{_count(nd.lo)}, {hi}]{beyond}"
         )
     return "; ".join(parts) + "."
 
@@ -151,7 +158,7 @@ def tables(
                     else (f"{s.r2:.3f}" if math.isfinite(s.r2) else "undefined"),
                     f"examples for +{100 * data.delta:g}": ""
                     if nd is None or not math.isfinite(nd.estimate)
-                    else f"{nd.estimate:,.0f} [{nd.lo:,.0f}, {'unbounded' if not math.isfinite(nd.hi) else f'{nd.hi:,.0f}'}]",
+                    else f"{_count(nd.estimate)} [{_count(nd.lo)}, {_count(nd.hi)}]",
                     "detection limit (pts)": f"{100 * r['limit0']:.1f} ({100 * r['limit_delta']:.1f} to show +{100 * data.delta:g})",
                 }
             )
