@@ -256,6 +256,8 @@ def test_problems_csv_reproduces_the_reported_numbers(tmp_path) -> None:
     m = pd.read_csv(out / "problems.csv")
     trials = pd.read_csv(out / "trials.csv")
     answer = pd.read_csv(out / "answer.csv")
+    tuned = trials[trials["trial"].notna()]
+    assert (tuned["chosen"] == (tuned["learning_rate"] == 2e-3)).all()  # chosen on the selection slice
     base = m[m["trial"].isna()].set_index("problem_id")["correct"]
     for _, row in trials[trials["trial"].notna()].iterrows():
         t = m[m["trial"] == row["trial"]].set_index("problem_id")["correct"].loc[base.index]
@@ -325,13 +327,15 @@ def test_gain_vs_forgetting_figure_when_points_carry_general(tmp_path) -> None:
     }
     study.set_user_attr("bases", {"tiny": base_point(general=ref)})
     study.set_user_attr("eval_problems", PROBLEMS)
-    lost = {"piqa": ref["piqa"] | {"correct": [1] * 25 + [0] * 25}}
+    lost = {"piqa": ref["piqa"] | {"accuracy": 0.5, "correct": [1] * 25 + [0] * 25}}
     for size in (32, 64):
         add(study, size, 0, 1e-3, vector(10, 2, 0), 0.5, general=lost)
     gen = ef.general_change(load_study(study))
     assert gen["general_change"].tolist() == pytest.approx([-0.1, -0.1])
     out = write_report(study, tmp_path, n_boot=20)
     assert (out / "tradeoff.png").is_file()
+    trials = pd.read_csv(out / "trials.csv")
+    assert trials["general_piqa"].tolist() == pytest.approx([0.6, 0.5, 0.5])
 
 
 def test_knob_effects_are_paired_differences() -> None:

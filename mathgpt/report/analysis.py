@@ -29,7 +29,7 @@ from mathgpt.stats import detectable_gain, logistic_fit, loglinear_fit, mcnemar_
 N_BOOT = 1000
 
 
-def _key(row: pd.Series) -> tuple:
+def setting_key(row: pd.Series) -> tuple:
     return tuple(None if pd.isna(row[c]) else float(row[c]) for c in SETTING)
 
 
@@ -37,7 +37,7 @@ def tuned_points(data: StudyData) -> pd.DataFrame:
     p = data.points
     keep = p["trial"].notna() & p["_correct"].map(lambda c: isinstance(c, list | tuple))
     out = p[keep].copy()
-    out["setting"] = [_key(r) for _, r in out.iterrows()]
+    out["setting"] = [setting_key(r) for _, r in out.iterrows()]
     return out
 
 

@@ -249,11 +249,7 @@ def points_table(data: StudyData) -> pd.DataFrame:
             ]
         }
         if pd.notna(r["trial"]) and isinstance(r["_correct"], list | tuple):
-            key = tuple(
-                None if pd.isna(r[c]) else float(r[c])
-                for c in ["lora_r", "learning_rate", "batch_size", "mix_fraction", "epoch"]
-            )
-            row["chosen"] = (r["model"], int(r["train_examples"]), key) in chosen_keys
+            row["chosen"] = (r["model"], int(r["train_examples"]), an.setting_key(r)) in chosen_keys
             mc = mcnemar_test(an.base_vector(data, r["model"]), r["_correct"])
             row |= {
                 "fixed": mc.tuned_only,
@@ -261,6 +257,9 @@ def points_table(data: StudyData) -> pd.DataFrame:
                 "mcnemar_p": mc.pvalue,
                 "mcnemar_exact": mc.exact,
             }
+        for name, res in (r.get("general") or {}).items():  # general-ability sets: accuracy per point
+            row[f"general_{name}"] = res.get("accuracy")
+            row[f"general_{name}_norm"] = res.get("accuracy_norm")
         rows.append(row)
     return pd.DataFrame(rows)
 
