@@ -231,13 +231,21 @@ def test_answer_is_the_known_size_with_paired_ci() -> None:
 
 def test_adding_hyperparameter_points_cannot_raise_the_answer() -> None:
     study = make_study()
-    before = an.fixed_sequence(an.size_tests(load_study(study), "tiny", np.ones(N, bool)), 0.03)
+    everything = np.ones(N, bool)
+    before = an.size_tests(load_study(study), "tiny", everything)
+    # 24 more points at the same sizes, worse on the selection slice (some better on the report slice).
     for size in LAW:
         for lr in (5e-4, 3e-4, 1e-4, 5e-3):
             for seed in (0, 1):
-                add(study, size, seed, lr, vector(1, 6, seed + 20), 0.3)
-    after = an.fixed_sequence(an.size_tests(load_study(study), "tiny", np.ones(N, bool)), 0.03)
-    assert before.size == after.size == 64
+                add(study, size, seed, lr, vector(1 if lr < 5e-3 else 40, 6, seed + 20), 0.3)
+    after = an.size_tests(load_study(study), "tiny", everything)
+    cols = ["train_examples", "gain", "lo", "hi", "p_above_delta"]
+    pd.testing.assert_frame_equal(before[cols], after[cols])  # one test per size, unchanged
+    assert an.fixed_sequence(before, 0.03).size == an.fixed_sequence(after, 0.03).size == 64
+    # A better-on-selection setting does change the choice (the rule is not frozen to the first trials).
+    add(study, 32, 0, 7e-3, vector(40, 2, 3), 0.9)
+    add(study, 32, 1, 7e-3, vector(40, 2, 4), 0.9)
+    assert an.fixed_sequence(an.size_tests(load_study(study), "tiny", everything), 0.03).size == 32
 
 
 def test_without_selection_slice_the_report_slice_chooses_and_says_so(tmp_path) -> None:
