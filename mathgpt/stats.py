@@ -198,3 +198,16 @@ def logistic_fit(x: np.ndarray, successes: np.ndarray, trials: np.ndarray, iters
         if np.max(np.abs(step)) < 1e-10:
             break
     return beta if np.all(np.isfinite(beta)) and abs(beta[1]) < 50 else np.array([math.nan, math.nan])
+
+
+def accuracy_ci(scores: Sequence[float] | np.ndarray, alpha: float = 0.05) -> MeanCI:
+    """Accuracy of per-problem scores with a 95% interval: Wilson when every score is 0 or 1 (one run), else
+    the t interval of the mean (scores averaged over seeds), clipped to [0, 1]. A t interval on 0/1 scores
+    would collapse to zero width at 0% or 100%."""
+    s = np.asarray(scores, dtype=float)
+    if s.size and np.isin(s, (0.0, 1.0)).all():
+        z = float(norm.ppf(1 - alpha / 2))
+        lo, hi = wilson_ci(int(s.sum()), int(s.size), z=z)
+        return MeanCI(float(s.mean()), lo, hi, math.nan, int(s.size))
+    ci = mean_ci(s, alpha)
+    return MeanCI(ci.mean, max(0.0, ci.lo), min(1.0, ci.hi), ci.se, ci.n)

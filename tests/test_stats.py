@@ -150,3 +150,17 @@ def test_detectable_gain_by_simulation() -> None:
     m = draws.mean(axis=1)
     se = draws.std(axis=1, ddof=1) / math.sqrt(n)
     assert np.mean(m - 1.96 * se > delta) == pytest.approx(0.8, abs=0.04)
+
+
+def test_accuracy_ci_wilson_for_one_run_t_for_seed_means() -> None:
+    from statsmodels.stats.proportion import proportion_confint
+
+    from mathgpt.stats import accuracy_ci
+
+    one = accuracy_ci([1] * 12 + [0] * 0)
+    assert (one.lo, one.hi) == pytest.approx(proportion_confint(12, 12, method="wilson"), abs=1e-9)
+    assert one.lo < 1.0  # a t interval would be [1, 1]
+    means = np.array([0.0, 0.5, 1.0, 0.5, 0.0, 1.0, 1.0, 0.5])
+    ci = accuracy_ci(means)
+    lo, hi = DescrStatsW(means).tconfint_mean()
+    assert (ci.lo, ci.hi) == pytest.approx((max(0.0, lo), min(1.0, hi)))

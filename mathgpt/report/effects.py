@@ -13,7 +13,7 @@ import pandas as pd
 
 from mathgpt.report.analysis import arm_matrix, arms, base_vector, tuned_points
 from mathgpt.report.load import SETTING, StudyData
-from mathgpt.stats import mean_ci
+from mathgpt.stats import accuracy_ci, mean_ci
 
 MIN_TRIALS_FOR_IMPORTANCE = 20  # below this PED-ANOVA's quantile split is an artifact of the grid
 
@@ -77,7 +77,7 @@ def breakdown(data: StudyData, model: str) -> pd.DataFrame:
     chosen = arms(data, model)
     rows = []
     for name, mask in groupings(data).items():
-        b = mean_ci(base[mask], data.alpha)
+        b = accuracy_ci(base[mask], data.alpha)
         rows.append(
             {
                 "model": model,
@@ -94,7 +94,7 @@ def breakdown(data: StudyData, model: str) -> pd.DataFrame:
         )
         for size, pts in sorted(chosen.items()):
             v = arm_matrix(pts)[:, mask].mean(axis=0)
-            acc, gain = mean_ci(v, data.alpha), mean_ci(v - base[mask], data.alpha)
+            acc, gain = accuracy_ci(v, data.alpha), mean_ci(v - base[mask], data.alpha)
             rows.append(
                 {
                     "model": model,

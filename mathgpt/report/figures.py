@@ -18,7 +18,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from mathgpt.report import analysis as an
 from mathgpt.report.load import StudyData
-from mathgpt.stats import mean_ci, wilson_ci
+from mathgpt.stats import accuracy_ci, wilson_ci
 
 COLORS = colormaps["tab10"]
 
@@ -27,6 +27,11 @@ def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     return buf.getvalue()
+
+
+def _bars(below: Any, above: Any) -> np.ndarray:
+    """Error bar lengths; rounding can make an interval end cross its mean by 1e-16, which matplotlib refuses."""
+    return np.maximum(np.vstack([np.asarray(below, float), np.asarray(above, float)]), 0.0)
 
 
 def _log2_x(ax: Any) -> None:
@@ -58,19 +63,19 @@ def scaling(data: StudyData, results: dict[str, dict[str, Any]]) -> bytes | None
             color = COLORS(i)
             res = results[model][bench]
             base = an.base_vector(data, model)[mask]
-            b = mean_ci(base)
+            b = accuracy_ci(base)
             ax.axhline(100 * b.mean, color=color, ls="--", lw=1, label=f"{model} base {100 * b.mean:.1f}%")
             ax.axhspan(100 * b.lo, 100 * b.hi, color=color, alpha=0.08, lw=0)
             pts = tuned[tuned["model"] == model]
             off = _offsets(list(pts["setting"]))
             for _, p in pts.iterrows():
                 v = np.asarray(p["_correct"], float)[mask]
-                ci = mean_ci(v)
+                ci = accuracy_ci(v)
                 x = p["train_examples"] * off[p["setting"]]
                 ax.errorbar(
                     x,
                     100 * ci.mean,
-                    yerr=[[100 * (ci.mean - ci.lo)], [100 * (ci.hi - ci.mean)]],
+                    yerr=_bars([100 * (ci.mean - ci.lo)], [100 * (ci.hi - ci.mean)]),
                     fmt=".",
                     color=color,
                     alpha=0.3,
@@ -85,7 +90,7 @@ def scaling(data: StudyData, results: dict[str, dict[str, Any]]) -> bytes | None
             accs, los, his, smin, smax = [], [], [], [], []
             for s in tests["train_examples"]:
                 mat = an.arm_matrix(chosen[int(s)])[:, mask]
-                ci = mean_ci(mat.mean(axis=0))
+                ci = accuracy_ci(mat.mean(axis=0))
                 accs.append(ci.mean)
                 los.append(ci.mean - ci.lo)
                 his.append(ci.hi - ci.mean)
@@ -95,7 +100,7 @@ def scaling(data: StudyData, results: dict[str, dict[str, Any]]) -> bytes | None
             ax.errorbar(
                 sizes,
                 100 * accs,
-                yerr=100 * np.vstack([los, his]),
+                yerr=_bars(100 * np.asarray(los), 100 * np.asarray(his)),
                 fmt="o-",
                 color=color,
                 lw=2,
@@ -165,7 +170,7 @@ def _rate_panel(ax: Any, data: StudyData, col: str, label: str) -> None:
         ax.errorbar(
             g.index,
             100 * r,
-            yerr=100 * np.vstack([r - ci[:, 0], ci[:, 1] - r]),
+            yerr=_bars(100 * (r - ci[:, 0]), 100 * (ci[:, 1] - r)),
             fmt="o-",
             color=COLORS(i),
             capsize=3,
@@ -208,7 +213,7 @@ def learning(data: StudyData) -> bytes | None:
         ax1.errorbar(
             g["train_examples"],
             100 * g["accuracy"],
-            yerr=err,
+            yerr=np.maximum(err, 0),
             fmt="o-",
             color=c,
             ms=3,
@@ -244,7 +249,7 @@ def knobs(effects: pd.DataFrame) -> bytes | None:
             ax.errorbar(
                 x,
                 100 * h["diff"],
-                yerr=err,
+                yerr=np.maximum(err, 0),
                 fmt="o-",
                 capsize=3,
                 color=COLORS(i),
@@ -287,7 +292,14 @@ def breakdown(table: pd.DataFrame) -> bytes | None:
             )
             label = "base" if s == 0 else f"{s} examples"
             ax.errorbar(
-                x, 100 * h["accuracy"], yerr=err, fmt="o-", capsize=2, color=COLORS(j), label=label, lw=1
+                x,
+                100 * h["accuracy"],
+                yerr=np.maximum(err, 0),
+                fmt="o-",
+                capsize=2,
+                color=COLORS(j),
+                label=label,
+                lw=1,
             )
         ax.set_xticks(np.arange(len(groups)))
         ax.set_xticklabels([g.split(" · ", 1)[1] for g in groups], rotation=30, ha="right", fontsize=7)
@@ -310,8 +322,8 @@ def tradeoff(general: pd.DataFrame) -> bytes | None:
         ax.errorbar(
             100 * g["general_change"],
             100 * g["math_gain"],
-            xerr=xerr,
-            yerr=yerr,
+            xerr=np.maximum(xerr, 0),
+            yerr=np.maximum(yerr, 0),
             fmt="o",
             color=COLORS(i),
             capsize=2,
