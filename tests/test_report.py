@@ -297,6 +297,7 @@ def test_report_first_screen_in_plain_words(tmp_path) -> None:
     assert "32 is not distinguishable from the base at this slice's detection limit of 14.3 points" in first
     assert "64 examples (2 seeds): +9.5 points [+4.7, +14.3] on synthetic:test" in first
     assert "32 beat the base but not by 3 points with 95% confidence" in first
+    assert "answered rate" not in first  # 150/160 answered before and after
     assert "mathgpt dashboard demo --storage runs/demo/journal.log" in md
     assert "Published" not in md and "published" not in md
     for name in (
@@ -498,3 +499,13 @@ def test_report_package_never_imports_the_sweep() -> None:
                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
                 )
                 assert not any(n.startswith("mathgpt.sweep") for n in names), path
+
+
+def test_format_learning_is_flagged(tmp_path) -> None:
+    study = optuna.create_study(study_name="fmt", direction="maximize")
+    study.set_user_attr("bases", {"tiny": base_point() | {"answered": [1] * 40 + [0] * 120}})
+    study.set_user_attr("eval_problems", PROBLEMS)
+    for seed in (0, 1):
+        add(study, 64, seed, 1e-3, vector(30, 2, seed), 0.5)  # answered 150 of 160
+    md = (write_report(study, tmp_path, n_boot=20) / "report.md").read_text()
+    assert "the answered rate moves 40.0% → 100.0%, so part of the change may be format rather than math" in md

@@ -114,9 +114,17 @@ TEST_COLUMNS = [
     "lo",
     "hi",
     "p_above_delta",
+    "answered",
+    "base_answered",
     "per_seed",
     "settings",
 ]
+
+
+def _answered_rate(pts: pd.DataFrame, mask: np.ndarray) -> float:
+    """Share of the masked problems with an extracted answer, over the points' runs (nan if unrecorded)."""
+    rows = [np.asarray(a, dtype=float)[mask] for a in pts["_answered"] if isinstance(a, list | tuple)]
+    return float(np.mean(rows)) if rows else math.nan
 
 
 def size_tests(data: StudyData, model: str, mask: np.ndarray) -> pd.DataFrame:
@@ -155,6 +163,10 @@ def size_tests(data: StudyData, model: str, mask: np.ndarray) -> pd.DataFrame:
                 "lo": ci.lo,
                 "hi": ci.hi,
                 "p_above_delta": ci.p_above(data.delta),
+                "answered": _answered_rate(pts, mask),
+                "base_answered": _answered_rate(
+                    data.points[data.points["trial"].isna() & (data.points["model"] == model)], mask
+                ),
                 "per_seed": seeds,
                 "settings": sorted(set(pts["setting"])),
             }

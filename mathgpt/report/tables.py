@@ -89,6 +89,13 @@ def answer_sentence(data: StudyData, bench: str, r: dict[str, Any]) -> str:
     null = [int(s) for s, row in below.iterrows() if row["lo"] <= 0]
     weak = [int(s) for s, row in below.iterrows() if 0 < row["lo"] < data.delta]
     parts = [head]
+    if (
+        abs(t["answered"] - t["base_answered"]) >= 0.05
+    ):  # format learning: an answer is now extracted more often
+        parts.append(
+            f"the answered rate moves {_pct(t['base_answered'])} → {_pct(t['answered'])}, so part of the change "
+            "may be format rather than math"
+        )
     if null:
         verb = "is" if len(null) == 1 else "are"
         parts.append(
@@ -134,6 +141,7 @@ def tables(
                         "n": t["n"],
                         "base": f"{t['base_k']}/{t['n']}",
                         "accuracy": _pct(t["accuracy"]),
+                        "answered (base → tuned)": f"{_pct(t['base_answered'])} → {_pct(t['answered'])}",
                         "gain (pts)": _pts(t["gain"]),
                         "95% CI": f"[{_pts(t['lo'])}, {_pts(t['hi'])}]",
                         f"p (gain ≤ {100 * data.delta:g})": _p(t["p_above_delta"]),
@@ -286,6 +294,8 @@ def answer_csv(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
                             "lo",
                             "hi",
                             "p_above_delta",
+                            "base_answered",
+                            "answered",
                         ]
                     }
                     | {
