@@ -108,10 +108,12 @@ def run() -> tuple[list[dict], dict[str, dict]]:
     ours = []
     for c in cases:
         start = time.perf_counter()
-        verdict = grade(c["gold"], c["response"], c["dataset"])[1]
+        verdict = grade(c["gold"], c["response"], c["dataset"]).correct
         ours.append((verdict, time.perf_counter() - start))
     results["mathgpt.checker"] = score(cases, [v for v, _ in ours], [s for _, s in ours])
-    results["mathgpt.checker"]["math500"] = sum(grade(r["answer"], r["solution"], "math")[1] for r in math500)
+    results["mathgpt.checker"]["math500"] = sum(
+        grade(r["answer"], r["solution"], "math").correct for r in math500
+    )
     for name, verdicts in (("math-verify", mv), ("mathgpt.checker", ours)):
         results[name]["wrong"] = [
             (c["category"], c["gold"][:50], c["response"][-70:], v)

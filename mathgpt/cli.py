@@ -2,7 +2,8 @@
 
 Each subcommand parses its arguments here and calls plain functions of the stage it belongs to. Expected
 failures (a bad config, a missing file, a bad dataset name) raise ``ConfigError`` / ``DataError`` /
-``FileNotFoundError`` and are printed as one line with exit code 2; nothing is written in that case.
+``FileNotFoundError`` and are printed as one line with exit code 2; nothing is written in that case. Any
+other exception is one line with exit code 1 (``MATHGPT_TRACEBACK=1`` lets the traceback through).
 """
 
 from __future__ import annotations
@@ -27,11 +28,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from mathgpt.checker import extract_answer, is_correct
+    from mathgpt.checker import CHECKER_VERSION, grade
 
-    verdict = is_correct(args.gold, args.response, args.dataset)
-    print("true" if verdict else "false")
-    print(f"extracted: {extract_answer(args.response, args.dataset)}")
+    verdict = grade(args.gold, args.response, args.dataset, mode=args.mode)
+    print("true" if verdict.correct else "false")
+    print(f"extracted: {verdict.extracted}")
+    print(f"status: {verdict.status} ({verdict.reason}; checker {CHECKER_VERSION})")
+    return 0
+
+
+def _cmd_regrade(args: argparse.Namespace) -> int:
+    from mathgpt.regrade import regrade
+
+    for line in regrade(Path(args.dir)):
+        print(line)
     return 0
 
 
@@ -55,36 +65,38 @@ def _positive_int(text: str) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from mathgpt.config import ConfigError
-    from mathgpt.data import DataError
     from mathgpt.sweep import run_sweep
 
-    try:
-        run_sweep(
-            args.sweep,
-            storage=args.storage,
-            n_trials=args.n_trials,
-            study_name=args.study,
-            output_dir=args.output_dir,
-            report=not args.no_report,
-            workers=args.workers,
-            worker=args.worker,
-        )
-    except (ConfigError, DataError, FileNotFoundError):
-        raise  # exit 2 in main()
-    except Exception as err:  # noqa: BLE001 - an unreachable database, a full disk: one line, exit 1
-        first = str(err).splitlines()[0][:300] if str(err) else ""
-        print(f"mathgpt: error: sweep failed: {type(err).__name__}: {first}", file=sys.stderr)
-        return 1
+    run_sweep(
+        args.sweep,
+        storage=args.storage,
+        n_trials=args.n_trials,
+        study_name=args.study,
+        output_dir=args.output_dir,
+        report=not args.no_report,
+        workers=args.workers,
+        worker=args.worker,
+    )
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    try:
+        from mathgpt.storage import open_study
+    except ImportError:  # before helper "sweep"'s storage module is merged
+        from mathgpt.sweep import open_study
     from mathgpt.report import write_report
 
-    out = write_report(args.study, storage=args.storage, out_dir=args.out, runs_dir=args.runs_dir)
+    study = open_study(args.study, args.storage, args.runs_dir)
+    out = write_report(study, args.out, storage_url=args.storage)
     print(f"report written to {out}")
     return 0
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from mathgpt.dashboard import serve
+
+    return serve(args.study, storage=args.storage, runs_dir=args.runs_dir, port=args.port)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,7 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("gold")
     c.add_argument("response")
     c.add_argument("--dataset", choices=["gsm8k", "math"], default="gsm8k")
+    c.add_argument("--mode", choices=["flexible", "strict"], default="flexible")
     c.set_defaults(fn=_cmd_check)
+
+    rg = sub.add_parser("regrade", help="re-score a run's (or a study's runs') predictions with this checker")
+    rg.add_argument("dir", help="a run directory or a directory of runs (a study)")
+    rg.set_defaults(fn=_cmd_regrade)
 
     d = sub.add_parser("data", help="inspect datasets and check train/eval overlap")
     dsub = d.add_subparsers(dest="data_cmd", required=True)
@@ -142,6 +159,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--runs-dir", default="runs")
     rp.add_argument("--out", default=None, help="default: analysis/<study>/")
     rp.set_defaults(fn=_cmd_report)
+
+    db = sub.add_parser(
+        "dashboard", help="browse a study locally (optuna-dashboard on 127.0.0.1, no account)"
+    )
+    db.add_argument("study")
+    db.add_argument(
+        "--storage", default=None, help="an RDB URL or journal file; default: DIR/<study>/journal.log"
+    )
+    db.add_argument("--runs-dir", default="runs")
+    db.add_argument("--port", type=int, default=8080)
+    db.set_defaults(fn=_cmd_dashboard)
     return p
 
 
@@ -162,6 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mathgpt: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - docs/CONTRACTS.md: any other failure is one line, exit 1
+        if os.environ.get("MATHGPT_TRACEBACK"):
+            raise
+        first = str(err).splitlines()[0] if str(err).strip() else ""
+        print(
+            f"mathgpt: failed: {type(err).__name__}: {first} (MATHGPT_TRACEBACK=1 shows where)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

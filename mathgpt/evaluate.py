@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from mathgpt.checker import grade
+from mathgpt.checker import CHECKER_VERSION, Verdict, grade
 from mathgpt.data import Example
 from mathgpt.generate import generate
 from mathgpt.prompts import format_prompt
@@ -20,14 +20,19 @@ class EvalSet:
 
 @dataclass
 class EvalResult:
-    records: list[
-        dict
-    ]  # one per problem: id, eval_set, level, subject, question, gold, output, extracted, correct
+    records: list[dict]  # one per problem: id, eval_set, level, subject, question, gold, output, extracted,
+    # correct, status, reason, strict_correct, answered (the verdict's fields; docs/CONTRACTS.md)
     accuracy: float
     ci95: tuple[float, float]
     n_correct: int
-    tokens_per_s: float
+    tokens_per_s: float  # useful (kept) generated tokens per second
     wall_s: float
+    gen: dict  # generation statistics, GenStats.as_dict(): docs/CONTRACTS.md `gen`
+    n_answered: int = 0
+    n_no_answer: int = 0
+    n_ungradable: int = 0
+    strict_accuracy: float = 0.0
+    checker_version: str = CHECKER_VERSION
 
     @property
     def correct(self) -> list[int]:
@@ -57,12 +62,13 @@ def evaluate(
     start = time.perf_counter()
     problems = [(s.name, ex) for s in eval_sets for ex in s.examples]
     prompts = [format_prompt(ex.question, prompt_format, tokenizer) for _, ex in problems]
-    gens, tok_per_s = generate(
+    gens, stats = generate(
         model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, desc=desc
     )
     records = []
     for (set_name, ex), gen in zip(problems, gens, strict=True):
-        extracted, correct = grade(ex.answer, gen.text, ex.grader)
+        verdict = grade(ex.answer, gen.text, ex.grader)
+        strict = grade(ex.answer, gen.text, ex.grader, mode="strict")
         records.append(
             {
                 "id": ex.id,
@@ -72,9 +78,43 @@ def evaluate(
                 "question": ex.question,
                 "gold": ex.answer,
                 "output": gen.text,
-                "extracted": extracted,
-                "correct": bool(correct),
+                **verdict_fields(verdict, strict),
             }
         )
+    for r, gen in zip(records, gens, strict=True):  # predictions.jsonl's generation fields
+        r["n_tokens"], r["truncated"] = gen.n_tokens, gen.truncated
     k, n = sum(r["correct"] for r in records), len(records)
-    return EvalResult(records, k / n, wilson_ci(k, n), k, tok_per_s, time.perf_counter() - start)
+    return EvalResult(
+        records,
+        k / n,
+        wilson_ci(k, n),
+        k,
+        stats.useful_tokens_per_s,
+        time.perf_counter() - start,
+        stats.as_dict(),
+        **verdict_counts(records),
+    )
+
+
+def verdict_fields(verdict: Verdict, strict: Verdict) -> dict:
+    """A prediction record's grading fields (flexible verdict, plus the strict one's correctness)."""
+    return {
+        "extracted": verdict.extracted,
+        "correct": verdict.correct,
+        "status": verdict.status,
+        "reason": verdict.reason,
+        "strict_correct": strict.correct,
+        "answered": verdict.extracted is not None,
+    }
+
+
+def verdict_counts(records: list[dict]) -> dict:
+    """EvalResult's outcome counts from graded records (also used by `mathgpt regrade`)."""
+    n = max(len(records), 1)
+    return {
+        "n_answered": sum(bool(r["answered"]) for r in records),
+        "n_no_answer": sum(r["status"] == "no_answer" for r in records),
+        "n_ungradable": sum(r["status"] == "ungradable" for r in records),
+        "strict_accuracy": sum(bool(r["strict_correct"]) for r in records) / n,
+        "checker_version": CHECKER_VERSION,
+    }

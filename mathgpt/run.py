@@ -1,16 +1,24 @@
-"""One experiment, top to bottom: data -> base model -> evaluate -> LoRA fine-tune (evaluating each epoch) -> files.
+"""One experiment, top to bottom: data -> base model -> evaluate -> LoRA fine-tune (evaluating at each point) ->
+files.
 
 This is the recipe a sweep trial runs in its own process. Everything it writes is described in
-docs/CONTRACTS.md; `epochs.jsonl` is appended and flushed after every evaluation so a sweep (or a person) can
-follow a run while it trains, and a killed run keeps what it had finished.
+docs/CONTRACTS.md; `epochs.jsonl` gets one line per evaluation point, appended and flushed at once so a sweep
+(or a person) can follow a run while it trains, and a killed run keeps what it had finished.
+
+Evaluation never changes the weights that training continues from: the adapter is never merged in place (a
+bf16 merge/unmerge is not an exact round trip), and the random state is restored after every evaluation.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import math
 import random
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +26,15 @@ import torch
 
 from mathgpt import contamination, data
 from mathgpt.config import ConfigError, RunConfig, dump_config
-from mathgpt.evaluate import EvalResult, EvalSet, evaluate
+from mathgpt.evaluate import EvalSet, evaluate
 from mathgpt.model import add_lora, count_parameters, load_model, load_tokenizer, meta_model, resolve_device
+from mathgpt.points import Scored, point_line, prediction_rows, sum_gen, summary, without_lists
 from mathgpt.track import start_run
 from mathgpt.train import tokenize, train, training_args
+
+# Merging the adapter into a copy of the weights is only worth its memory for small models: SmolLM2-135M's
+# fp32 copy is 0.5 GiB (bench/bench_train.py --eval-merge measures copy+merge against the unmerged adapter).
+COPY_MERGE_MAX_BYTES = 2 * 2**30
 
 
 def seed_everything(seed: int) -> None:
@@ -30,37 +43,143 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_data(cfg: RunConfig) -> tuple[list[data.Example], list[EvalSet], int]:
-    """(training subset, evaluation slices, training rows dropped as contaminated)."""
+# --- data ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunData:
+    """What a run trains and evaluates on. ``report`` and ``select`` hold one EvalSet per ``data.eval`` name."""
+
+    train: list[data.Example]
+    report: list[EvalSet]
+    select: list[EvalSet]  # empty when data.select_size is 0
+    dropped: int = 0  # training rows dropped as contaminated
+    n_train_by_source: dict[str, int] = field(default_factory=dict)
+
+    def fingerprints(self) -> dict[str, str | None]:
+        sel = [ex for s in self.select for ex in s.examples]
+        return {
+            "train": data.fingerprint(self.train) if self.train else None,
+            "eval": data.fingerprint([ex for s in self.report for ex in s.examples]),
+            "select": data.fingerprint(sel) if sel else None,
+        }
+
+
+def eval_slices(cfg: RunConfig) -> tuple[list[EvalSet], list[EvalSet]]:
+    """(report slices, selection slices), drawn with ``data.eval_seed`` only: the training seed never picks them.
+
+    The selection slice comes from what the report slice left, with its own seed (eval_seed + 1), so the two
+    are disjoint and a study optimises on problems it never makes claims on.
+    """
     d = cfg.data
-    evals = [EvalSet(n, data.held_out_slice(data.load(n, d.data_dir), d.eval_size, cfg.seed)) for n in d.eval]
+    report, select = [], []
+    for name in d.eval:
+        pool = data.load(name, d.data_dir)
+        rep = data.held_out_slice(pool, d.eval_size, d.eval_seed)
+        report.append(EvalSet(name, rep))
+        if d.select_size:
+            taken = {ex.id for ex in rep}
+            rest = [ex for ex in pool if ex.id not in taken]
+            if not rest:
+                raise data.DataError(
+                    f"{name}: data.eval_size {d.eval_size} takes all {len(pool)} problems; none are left for "
+                    f"data.select_size {d.select_size}"
+                )
+            select.append(EvalSet(name, data.held_out_slice(rest, d.select_size, d.eval_seed + 1)))
+    return report, select
+
+
+def load_data(cfg: RunConfig) -> RunData:
+    """Evaluation slices and the training subset (a nested prefix of the pool under ``seed``)."""
+    report, select = eval_slices(cfg)
+    d = cfg.data
     if d.train_size == 0 or cfg.train.epochs == 0:
-        return [], evals, 0
+        return RunData([], report, select)
     pool = data.load(d.train, d.data_dir, sources=d.sources)
     dropped = 0
     if d.drop_contaminated:
-        bad = contamination.contaminated_ids(pool, [ex for s in evals for ex in s.examples])
+        held = [ex for s in report + select for ex in s.examples]
+        bad = contamination.contaminated_ids(pool, held)
         dropped = len(bad)
         pool = [ex for ex in pool if ex.id not in bad]
-    return data.nested_subset(pool, d.train_size, cfg.seed), evals, dropped
+    rows = data.nested_subset(pool, d.train_size, cfg.seed)
+    by_source: dict[str, int] = {}
+    for ex in rows:
+        by_source[ex.source] = by_source.get(ex.source, 0) + 1
+    return RunData(rows, report, select, dropped, by_source)
 
 
-def effective_batch_size(cfg: RunConfig, n_train: int) -> int:
-    """The configured batch, capped so every epoch takes at least ``train.min_steps`` optimizer steps.
-
-    Few optimizer steps at a high learning rate were seen to collapse the model, and a size sweep should not
-    need a hand-tuned batch per size; the cap is printed and recorded in metrics.json.
-    """
+def check_steps(cfg: RunConfig, n_train: int) -> None:
+    """Refuse a run whose epoch has fewer than ``train.min_steps`` optimizer steps (never re-batch it)."""
     per_step = cfg.train.batch_size * cfg.train.grad_accum
-    if n_train // per_step >= cfg.train.min_steps:
-        return cfg.train.batch_size
-    capped = max(1, n_train // (cfg.train.min_steps * cfg.train.grad_accum))
-    if n_train // (capped * cfg.train.grad_accum) < cfg.train.min_steps:
+    steps = n_train // per_step
+    if n_train and cfg.train.epochs and steps < cfg.train.min_steps:
         raise ConfigError(
-            f"data.train_size {n_train} cannot give train.min_steps {cfg.train.min_steps} optimizer steps per "
-            f"epoch even at batch size 1 with grad_accum {cfg.train.grad_accum}"
+            f"{n_train} training examples at train.batch_size {cfg.train.batch_size} x grad_accum "
+            f"{cfg.train.grad_accum} give {steps} optimizer steps per epoch, fewer than train.min_steps "
+            f"{cfg.train.min_steps}; lower the batch size or train.min_steps"
         )
-    return min(capped, cfg.train.batch_size)
+
+
+# --- evaluation that leaves the trained weights alone -----------------------------------------------------------
+
+
+@contextlib.contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Restore Python's, NumPy's and torch's random state afterwards: evaluation must not move training's."""
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+
+def _param_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+@contextlib.contextmanager
+def eval_view(model, quantization: str) -> Iterator[object]:
+    """The model to generate with: the adapter merged into a copy (small full-precision models), else the
+    peft model itself with the adapter unmerged. The trained weights are never written to either way."""
+    merge = (
+        hasattr(model, "merge_and_unload")
+        and quantization == "none"
+        and _param_bytes(model) <= COPY_MERGE_MAX_BYTES
+    )
+    if not merge:
+        yield model
+        return
+    merged = copy.deepcopy(model).merge_and_unload()
+    try:
+        yield merged
+    finally:
+        del merged
+
+
+def score(model, tokenizer, cfg: RunConfig, rd: RunData, desc: str) -> Scored:
+    """Report and selection slices in one generate call (one batch fills better than two), leaving the
+    model's weights and the random state exactly as they were."""
+    with preserved_rng(), eval_view(model, cfg.model.quantization) as view:
+        res = evaluate(
+            view,
+            tokenizer,
+            rd.report + rd.select,
+            prompt_format=cfg.data.prompt_format,
+            max_new_tokens=cfg.eval.max_new_tokens,
+            batch_size=cfg.eval.batch_size,
+            desc=desc,
+        )
+    n_rep = sum(len(s.examples) for s in rd.report)
+    return Scored(res.records[:n_rep], res.records[n_rep:], res)
+
+
+# --- the run ----------------------------------------------------------------------------------------------------
 
 
 class RunFiles:
@@ -81,30 +200,14 @@ class RunFiles:
         (self.out / name).write_text(json.dumps(obj, indent=2) + "\n")
 
 
-def epoch_line(
-    epoch: int, res: EvalResult, *, n_train: int, train_tokens: int, train_wall_s: float, loss: float | None
-) -> dict:
-    return {
-        "epoch": epoch,
-        "accuracy": res.accuracy,
-        "ci95": list(res.ci95),
-        "n_eval": len(res.records),
-        "n_correct": res.n_correct,
-        "ids": res.ids,
-        "correct": res.correct,
-        "by_set": res.by_set(),
-        "train_examples": n_train * epoch,
-        "train_tokens": train_tokens,
-        "train_wall_s": round(train_wall_s, 3),
-        "eval_wall_s": round(res.wall_s, 3),
-        "loss": loss,
-    }
-
-
-def _summary(res: EvalResult | None) -> dict | None:
-    if res is None:
-        return None
-    return {"accuracy": res.accuracy, "ci95": list(res.ci95), "n_correct": res.n_correct}
+def point_schedule(cfg: RunConfig) -> tuple[set[int], set[int]]:
+    """(optimizer steps, epoch ends) after which a point is evaluated."""
+    per_step = cfg.train.batch_size * cfg.train.grad_accum
+    if cfg.eval.at_examples:
+        # One epoch (checked in config.py); its end is a point too, so the saved adapter is the last point's.
+        return {k // per_step for k in cfg.eval.at_examples}, {1}
+    epochs = range(1, cfg.train.epochs + 1) if cfg.eval.every_epoch else [cfg.train.epochs]
+    return set(), set(epochs)
 
 
 def run_experiment(cfg: RunConfig, out_dir: Path) -> dict:
@@ -112,20 +215,12 @@ def run_experiment(cfg: RunConfig, out_dir: Path) -> dict:
     t0 = time.perf_counter()
     device = resolve_device(cfg.model)  # refuse CUDA-only settings before touching any file
     seed_everything(cfg.seed)
-    train_set, eval_sets, dropped = load_data(cfg)
-    n_train = len(train_set)
-    batch = effective_batch_size(cfg, n_train) if n_train else cfg.train.batch_size
-    if batch != cfg.train.batch_size:
-        print(f"mathgpt: batch size capped at {batch} so each epoch has >= {cfg.train.min_steps} steps")
-
+    rd = load_data(cfg)
+    check_steps(cfg, len(rd.train))
     tokenizer = load_tokenizer(cfg.model.name)  # a bad model name fails here, before any file is written
     files = RunFiles(Path(out_dir))
-    (files.out / "config.yaml").write_text(dump_config(cfg))
-    all_eval = [ex for s in eval_sets for ex in s.examples]
-    fingerprint = {
-        "train": data.fingerprint(train_set) if train_set else None,
-        "eval": data.fingerprint(all_eval),
-    }
+    (files.out / "config.yaml").write_text(dump_config(cfg))  # the config that runs: nothing is re-batched
+    fingerprint = rd.fingerprints()
     tracker = start_run(
         project=cfg.tracking.project,
         name=cfg.name,
@@ -134,20 +229,21 @@ def run_experiment(cfg: RunConfig, out_dir: Path) -> dict:
         config={
             **cfg.model_dump(mode="json"),
             "fingerprint": fingerprint,
-            "n_train": n_train,
-            "contaminated_dropped": dropped,
-            "effective_batch_size": batch,
+            "n_train": len(rd.train),
+            "contaminated_dropped": rd.dropped,
         },
         mode=cfg.tracking.mode,
     )
     try:
-        metrics = _run(cfg, files, device, tokenizer, train_set, eval_sets, batch, tracker)
+        metrics = _run(cfg, files, device, tokenizer, rd, tracker)
         metrics.update(
-            n_train=n_train,
+            n_train=len(rd.train),
+            n_train_by_source=rd.n_train_by_source,
             epochs=cfg.train.epochs,
+            batch_size=cfg.train.batch_size,
+            grad_accum=cfg.train.grad_accum,
             fingerprint=fingerprint,
-            contaminated_dropped=dropped,
-            effective_batch_size=batch,
+            contaminated_dropped=rd.dropped,
             wall_s=round(time.perf_counter() - t0, 2),
             device=device,
         )
@@ -159,138 +255,111 @@ def run_experiment(cfg: RunConfig, out_dir: Path) -> dict:
         tracker.finish()
 
 
-def _log_eval(
-    tracker, files: RunFiles, line: dict, res: EvalResult, model_name: str, epoch: int, table_rows: int
+def _log_point(
+    tracker, files: RunFiles, line: dict, scored: Scored, model_name: str, table_rows: int
 ) -> None:
     files.append("epochs.jsonl", [line])
-    tracker.log(
-        {
-            "eval/accuracy": line["accuracy"],
-            "eval/ci95_lo": line["ci95"][0],
-            "eval/ci95_hi": line["ci95"][1],
-            "epoch": epoch,
-            **{f"eval/{k}/accuracy": v["accuracy"] for k, v in line["by_set"].items()},
-        }
-    )
+    tracker.log_eval(line)  # x-axes: line["train_examples"] and line["epoch"]
     if table_rows:
-        cols = ["model", "epoch", "id", "eval_set", "question", "gold", "output", "extracted", "correct"]
-        rows = [[model_name, epoch] + [r[c] for c in cols[2:]] for r in res.records[:table_rows]]
-        tracker.log_table(f"predictions/{model_name}_epoch{epoch}", cols, rows)
+        cols = ["model", "point", "id", "eval_set", "question", "gold", "output", "extracted", "correct"]
+        rows = [[model_name, line["point"]] + [r[c] for c in cols[2:]] for r in scored.report[:table_rows]]
+        tracker.log_table(f"predictions/{model_name}_point{line['point']}", cols, rows)
 
 
-def _run(
-    cfg: RunConfig, files: RunFiles, device: str, tokenizer, train_set, eval_sets, batch: int, tracker
-) -> dict:
+def _run(cfg: RunConfig, files: RunFiles, device: str, tokenizer, rd: RunData, tracker) -> dict:
     model = load_model(cfg.model, device)
+    steps = {ex.id: ex.steps for s in rd.report + rd.select for ex in s.examples}
+    fingerprints = rd.fingerprints()
+    lines: list[dict] = []
 
-    def run_eval(m, desc: str) -> EvalResult:
-        return evaluate(
-            m,
-            tokenizer,
-            eval_sets,
-            prompt_format=cfg.data.prompt_format,
-            max_new_tokens=cfg.eval.max_new_tokens,
-            batch_size=cfg.eval.batch_size,
-            desc=desc,
+    def record(scored: Scored, model_name: str, info: dict, train_wall: float) -> dict:
+        line = point_line(
+            len(lines) + (0 if cfg.eval.base else 1),
+            scored,
+            info,
+            n_train=len(rd.train),
+            fingerprints=fingerprints,
+            train_wall_s=train_wall,
         )
+        _log_point(tracker, files, line, scored, model_name, cfg.tracking.predictions_table_rows)
+        files.append("predictions.jsonl", prediction_rows(line, scored, model_name, steps))
+        lines.append(line)
+        return line
 
     base = None
-    eval_tok_s: list[float] = []
     if cfg.eval.base:
-        base = run_eval(model, "base model")
-        eval_tok_s.append(base.tokens_per_s)
-        line = epoch_line(0, base, n_train=len(train_set), train_tokens=0, train_wall_s=0.0, loss=None)
-        _log_eval(tracker, files, line, base, "base", 0, cfg.tracking.predictions_table_rows)
-        files.append("predictions.jsonl", [{"model": "base", "epoch": 0, **r} for r in base.records])
-    if not train_set:
-        return {
-            "base": _summary(base),
-            "finetuned": None,
-            "n_eval": len(base.records) if base else 0,
-            "per_epoch": [],
-            "train_tokens": 0,
-            "train_tokens_per_s": None,
-            "eval_tokens_per_s": _mean(eval_tok_s),
-        }
+        info0 = {"train_examples": 0, "optimizer_steps": 0, "train_tokens": 0, "loss": None}
+        base = record(score(model, tokenizer, cfg, rd, "base model"), "base", info0, 0.0)
+    out = {"base": summary(base), "finetuned": None, "n_eval": sum(len(s.examples) for s in rd.report)}
+    if not rd.train:
+        out.update(_totals(lines, 0, 0.0))
+        return out
 
     model = add_lora(model, cfg.lora)
     trainable, total = count_parameters(model)
-    rows = tokenize(train_set, tokenizer, cfg.data.prompt_format, cfg.data.max_seq_len)
-    tokens_per_epoch = sum(len(r["input_ids"]) for r in rows)
-    state = {"eval_s": 0.0, "last": None, "per_epoch": []}
+    rows = tokenize(rd.train, tokenizer, cfg.data.prompt_format, cfg.data.max_seq_len)
+    state = {"eval_s": 0.0}
     t_train = time.perf_counter()
-    merge = cfg.model.quantization == "none"  # merging into 4-bit weights would round the adapter away
 
-    def on_epoch(epoch: int, m, loss: float | None) -> None:
-        if not cfg.eval.every_epoch and epoch < cfg.train.epochs:
-            return
+    def on_point(m, info: dict) -> None:
         t = time.perf_counter()
         train_wall = t - t_train - state["eval_s"]
         m.eval()
-        if merge:
-            m.merge_adapter()  # one dense matmul per layer during generation instead of three
-        try:
-            res = run_eval(m, f"epoch {epoch}")
-        finally:
-            if merge:
-                m.unmerge_adapter()
+        scored = score(m, tokenizer, cfg, rd, f"{info['train_examples']} examples")
         state["eval_s"] += time.perf_counter() - t
-        eval_tok_s.append(res.tokens_per_s)
-        line = epoch_line(
-            epoch,
-            res,
-            n_train=len(train_set),
-            train_tokens=tokens_per_epoch * epoch,
-            train_wall_s=train_wall,
-            loss=loss,
-        )
-        _log_eval(tracker, files, line, res, "finetuned", epoch, cfg.tracking.predictions_table_rows)
-        state["last"] = (epoch, res)
-        state["per_epoch"].append(
-            {"epoch": epoch, "accuracy": res.accuracy, "ci95": list(res.ci95), "loss": loss}
-        )
+        line = record(scored, "finetuned", info, train_wall)
         print(
-            f"epoch {epoch}: accuracy {res.accuracy:.3f} [{res.ci95[0]:.3f}, {res.ci95[1]:.3f}]", flush=True
+            f"{line['train_examples']} examples (epoch {line['epoch']:.2f}, {line['optimizer_steps']} steps): "
+            f"accuracy {line['accuracy']:.3f} [{line['ci95'][0]:.3f}, {line['ci95'][1]:.3f}]",
+            flush=True,
         )
 
     def on_log(logs: dict, step: int) -> None:
-        tracker.log({f"train/{k}": v for k, v in logs.items() if isinstance(v, int | float)}, step=None)
+        # HF's fractional epoch counts optimizer steps within the epoch, so this is exact at step boundaries
+        tracker.log_train(step, round(logs.get("epoch", 0) * len(rd.train)), logs)
         loss = logs.get("loss")
         if loss is not None and not math.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss} at step {step}")
 
     args = training_args(
-        cfg.train,
-        out_dir=files.out / "trainer",
-        seed=cfg.seed,
-        device=device,
-        dtype=cfg.model.dtype,
-        batch_size=batch,
+        cfg.train, out_dir=files.out / "trainer", seed=cfg.seed, device=device, dtype=cfg.model.dtype
     )
-    train(model, tokenizer, rows, args, on_epoch=on_epoch, on_log=on_log)
+    point_steps, point_epochs = point_schedule(cfg)
+    train(
+        model,
+        tokenizer,
+        rows,
+        args,
+        order=cfg.train.order,
+        on_point=on_point,
+        point_steps=point_steps,
+        point_epochs=point_epochs,
+        on_log=on_log,
+    )
     train_wall = time.perf_counter() - t_train - state["eval_s"]
     model.save_pretrained(files.out / "adapter")
     if cfg.tracking.log_adapter:
         tracker.log_artifact(files.out / "adapter", name=f"{cfg.name}-adapter", type="lora-adapter")
-    epoch, final = state["last"]
-    files.append("predictions.jsonl", [{"model": "finetuned", "epoch": epoch, **r} for r in final.records])
-    train_tokens = tokens_per_epoch * cfg.train.epochs
+    out["finetuned"] = summary(lines[-1])
+    out.update(
+        trainable_params=trainable,
+        total_params=total,
+        **_totals(lines, lines[-1]["train_tokens"], train_wall),
+    )
+    return out
+
+
+def _totals(lines: list[dict], train_tokens: int, train_wall: float) -> dict:
+    eval_s = sum(ln["eval_wall_s"] for ln in lines)
     return {
-        "base": _summary(base),
-        "finetuned": _summary(final),
-        "n_eval": len(final.records),
-        "per_epoch": state["per_epoch"],
-        "trainable_params": trainable,
-        "total_params": total,
+        "points": [without_lists(ln) for ln in lines],
         "train_tokens": train_tokens,
-        "train_tokens_per_s": round(train_tokens / max(train_wall, 1e-9), 2),
+        "train_tokens_per_s": round(train_tokens / train_wall, 2) if train_tokens else None,
         "train_wall_s": round(train_wall, 2),
-        "eval_tokens_per_s": _mean(eval_tok_s),
+        "eval_wall_s": round(eval_s, 2),
+        "gen": sum_gen(lines),
+        "checker_version": lines[-1]["checker_version"] if lines else None,
     }
-
-
-def _mean(xs: list[float]) -> float | None:
-    return round(sum(xs) / len(xs), 2) if xs else None
 
 
 def results_table(m: dict) -> str:
@@ -302,7 +371,7 @@ def results_table(m: dict) -> str:
         f"{'base':<12}{cell(m.get('base')):<30}",
         f"{'fine-tuned':<12}{cell(m.get('finetuned')):<30}",
         f"n_eval={m.get('n_eval')} n_train={m.get('n_train')} epochs={m.get('epochs')} "
-        f"train tok/s={m.get('train_tokens_per_s')} eval tok/s={m.get('eval_tokens_per_s')} wall={m.get('wall_s')}s",
+        f"batch={m.get('batch_size')} train tok/s={m.get('train_tokens_per_s')} wall={m.get('wall_s')}s",
     ]
     return "\n".join(lines)
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import linregress, norm
+from scipy.stats import linregress, norm, t
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
@@ -83,7 +83,7 @@ class LogLinearFit:
 
     slope: float  # per doubling, in the units of y
     intercept: float  # at 1 example (log2 = 0)
-    r2: float  # nan when y does not vary
+    r2: float  # nan when y does not vary or there are only two sizes (a line fits any two points)
     n: int
 
     def predict(self, x: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -101,7 +101,7 @@ def loglinear_fit(x: Sequence[float], y: Sequence[float]) -> LogLinearFit | None
     if np.ptp(ys) == 0:  # a flat line: the slope is 0 and R^2 is undefined, not 0 or 1
         return LogLinearFit(0.0, float(ys[0]), math.nan, int(xs.size))
     res = linregress(np.log2(xs), ys)
-    r2 = float(res.rvalue**2)
+    r2 = float(res.rvalue**2) if np.unique(xs).size >= 3 else math.nan
     return LogLinearFit(float(res.slope), float(res.intercept), r2, int(xs.size))
 
 
@@ -134,3 +134,80 @@ def detectable_gain(
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if margin(mid) < 0 else (lo, mid)
     return hi
+
+
+@dataclass(frozen=True)
+class MeanCI:
+    """Mean of paired per-problem differences with a two-sided t interval (problems are the random unit)."""
+
+    mean: float
+    lo: float
+    hi: float
+    se: float
+    n: int
+
+    def p_above(self, delta: float) -> float:
+        """One-sided p for H0: true mean <= delta (small when the gain clearly exceeds delta)."""
+        if self.n < 2:
+            return 1.0
+        if self.se == 0:
+            return 0.0 if self.mean > delta else 1.0
+        return float(t.sf((self.mean - delta) / self.se, self.n - 1))
+
+
+def mean_ci(diffs: Sequence[float] | np.ndarray, alpha: float = 0.05) -> MeanCI:
+    """t interval of the mean of per-problem paired differences (equals statsmodels' DescrStatsW.tconfint_mean).
+
+    With one seed each difference is -1, 0 or +1 and the mean is McNemar's (c - b) / n; with several seeds a
+    problem's difference is its mean over seeds, so seed noise widens the interval through the problems.
+    """
+    d = np.asarray(diffs, dtype=float)
+    n = int(d.size)
+    if n == 0:
+        return MeanCI(math.nan, math.nan, math.nan, math.nan, 0)
+    m = float(d.mean())
+    if n < 2:
+        return MeanCI(m, -math.inf, math.inf, math.inf, n)
+    se = float(d.std(ddof=1) / math.sqrt(n))
+    half = float(t.ppf(1 - alpha / 2, n - 1)) * se
+    return MeanCI(m, m - half, m + half, se, n)
+
+
+def logistic_fit(x: np.ndarray, successes: np.ndarray, trials: np.ndarray, iters: int = 50) -> np.ndarray:
+    """Maximum-likelihood (intercept, slope) of a binomial logistic regression on one covariate, by Newton.
+
+    Aggregated counts keep it fast enough to refit a few hundred times in a bootstrap; the tests check it
+    against statsmodels' GLM. Returns nan coefficients when the fit separates (all right or all wrong).
+    """
+    x = np.asarray(x, dtype=float)
+    k = np.asarray(successes, dtype=float)
+    m = np.asarray(trials, dtype=float)
+    if m.sum() <= 0 or k.sum() <= 0 or k.sum() >= m.sum():
+        return np.array([math.nan, math.nan])
+    beta = np.array([math.log(k.sum() / (m.sum() - k.sum())), 0.0])
+    design = np.column_stack([np.ones_like(x), x])
+    for _ in range(iters):
+        p = 1 / (1 + np.exp(-(design @ beta)))
+        grad = design.T @ (k - m * p)
+        hess = (design * (m * p * (1 - p))[:, None]).T @ design
+        try:
+            step = np.linalg.solve(hess, grad)
+        except np.linalg.LinAlgError:
+            return np.array([math.nan, math.nan])
+        beta = beta + step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    return beta if np.all(np.isfinite(beta)) and abs(beta[1]) < 50 else np.array([math.nan, math.nan])
+
+
+def accuracy_ci(scores: Sequence[float] | np.ndarray, alpha: float = 0.05) -> MeanCI:
+    """Accuracy of per-problem scores with a 95% interval: Wilson when every score is 0 or 1 (one run), else
+    the t interval of the mean (scores averaged over seeds), clipped to [0, 1]. A t interval on 0/1 scores
+    would collapse to zero width at 0% or 100%."""
+    s = np.asarray(scores, dtype=float)
+    if s.size and np.isin(s, (0.0, 1.0)).all():
+        z = float(norm.ppf(1 - alpha / 2))
+        lo, hi = wilson_ci(int(s.sum()), int(s.size), z=z)
+        return MeanCI(float(s.mean()), lo, hi, math.nan, int(s.size))
+    ci = mean_ci(s, alpha)
+    return MeanCI(ci.mean, max(0.0, ci.lo), min(1.0, ci.hi), ci.se, ci.n)

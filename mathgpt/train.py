@@ -3,18 +3,21 @@
 Prompt tokens are masked out of the loss, and the end-of-sequence token is appended to every target and kept
 in it: the tokenizer's pad token equals EOS, so a collator that masks pad tokens would also stop the model from
 learning to stop. Batches are left-padded so that every target sits at the end of the row; the model then
-computes logits only for the last positions that hold targets (``logits_to_keep``), which skips most of the
-vocabulary projection for prompt tokens (measured 1.12x faster per step on CPU for SmolLM2).
+computes logits only for the positions that predict a target (``logits_to_keep`` as an index tensor), which
+skips most of the vocabulary projection for prompt tokens and leaves the logits contiguous (no slice copy).
+bench/bench_train.py measures each of these choices against a plain transformers + peft loop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypedDict
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Sampler, SequentialSampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from mathgpt.config import TrainConfig
@@ -25,7 +28,7 @@ IGNORE = -100
 
 
 class Tokenized(TypedDict):
-    """A training row; a plain dict so Trainer's length-grouped sampler can read ``input_ids``."""
+    """A training row; a plain dict so a sampler can read ``input_ids``."""
 
     input_ids: list[int]
     n_prompt: int  # the first n_prompt tokens are masked out of the loss
@@ -63,51 +66,135 @@ class LeftPadCollator:
         return {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "labels": labels}
 
 
+class WholeSetLengthSampler(Sampler[int]):
+    """Batches of similar length over the whole set, in a seeded random batch order (a new one each epoch).
+
+    Trainer's LengthGroupedSampler sorts only within random groups of 50 batches and puts the longest batch
+    first; sorting the whole set pads least (bench/bench_train.py measures it).
+    """
+
+    def __init__(self, lengths: list[int], batch: int, seed: int):
+        self.lengths, self.batch, self.seed, self.epoch = lengths, batch, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        self.epoch += 1
+        order = sorted(range(len(self.lengths)), key=lambda i: (self.lengths[i], rng.random()))
+        batches = [order[i : i + self.batch] for i in range(0, len(order), self.batch)]
+        rng.shuffle(batches)
+        return iter([i for b in batches for i in b])
+
+
+def completion_loss(model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Summed cross-entropy over target tokens; logits only at the positions that predict a target."""
+    labels = inputs["labels"]
+    width = labels.shape[1]
+    # Targets are right-aligned: the longest target bounds the positions we need. Position j predicts j+1.
+    start = max(1, int((labels != IGNORE).int().argmax(dim=1).min()))
+    keep = torch.arange(start - 1, width - 1, device=labels.device)
+    fwd = {k: v for k, v in inputs.items() if k != "labels"}
+    # use_cache=False: without it every training forward also builds a KV cache nobody reads.
+    logits = model(**fwd, use_cache=False, logits_to_keep=keep).logits
+    if logits.dtype != torch.float32:  # a 16-bit softmax loses precision; fp32 logits need no copy
+        logits = logits.float()
+    targets = labels[:, start:]
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum")
+
+
 class CompletionTrainer(Trainer):
-    """Trainer whose loss only projects the hidden states of target positions onto the vocabulary."""
+    """Trainer with the completion loss, the run's sample order and counters of what it has trained on."""
+
+    order: str = "grouped"
+
+    def __init__(self, *args, order: str = "grouped", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.order = order
+        self.seen_rows = 0
+        # Device tensors, read only at evaluation points: a .item() per step would sync a GPU every step.
+        self._tokens: torch.Tensor | int = 0
+        self._loss_sum: torch.Tensor | float = 0.0
+        self._loss_n: torch.Tensor | int = 0
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.order == "sequential":
+            return SequentialSampler(dataset)
+        per_step = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        return WholeSetLengthSampler([len(r["input_ids"]) for r in dataset], per_step, self.args.data_seed)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        labels = inputs.pop("labels")
-        # Targets are right-aligned, so the longest target (+1 for the shift) bounds the positions we need.
-        first_target = int((labels != IGNORE).int().argmax(dim=1).min())
-        keep = labels.shape[1] - first_target + 1
-        outputs = model(**inputs, logits_to_keep=keep)
-        logits = outputs.logits[:, :-1].float()
-        targets = labels[:, -keep + 1 :]
-        loss = F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE, reduction="sum"
-        )
-        n = num_items_in_batch if num_items_in_batch is not None else (targets != IGNORE).sum()
+        loss = completion_loss(model, inputs)
+        n = num_items_in_batch if num_items_in_batch is not None else (inputs["labels"] != IGNORE).sum()
         loss = loss / n
-        return (loss, outputs) if return_outputs else loss
+        if isinstance(self, CompletionTrainer) and model.training:
+            self.seen_rows += int(inputs["labels"].shape[0])
+            self._tokens = self._tokens + inputs["attention_mask"].sum()
+            n_here = (inputs["labels"] != IGNORE).sum()
+            self._loss_sum = self._loss_sum + loss.detach() * n
+            self._loss_n = self._loss_n + n_here
+        return (loss, None) if return_outputs else loss
+
+    @property
+    def seen_tokens(self) -> int:
+        """Tokens trained on so far (padding excluded)."""
+        return int(self._tokens)
+
+    def take_loss(self) -> float | None:
+        """Mean loss per target token since the previous call."""
+        n = int(self._loss_n)
+        mean = float(self._loss_sum) / n if n else None
+        self._loss_sum, self._loss_n = 0.0, 0
+        return mean
 
 
-class EpochHook(TrainerCallback):
-    """Calls ``on_epoch(epoch, model, mean_loss)`` after every epoch and ``on_log(logs, step)`` on each log."""
+class PointHook(TrainerCallback):
+    """Calls ``on_point(model, info)`` after the listed optimizer steps and at the listed epoch ends.
 
-    def __init__(self, on_epoch: Callable | None, on_log: Callable | None):
-        self._epoch_fn, self._log_fn = on_epoch, on_log
-        self._losses: list[float] = []
+    ``info`` holds ``optimizer_steps``, ``train_examples``, ``train_tokens`` and ``loss`` (mean per target
+    token since the previous point). ``on_log(logs, step)`` gets every Trainer log.
+    """
+
+    def __init__(self, on_point: Callable | None, on_log: Callable | None, steps: set[int], epochs: set[int]):
+        self._point_fn, self._log_fn = on_point, on_log
+        self.steps, self.epochs = steps, epochs
+        self.trainer: CompletionTrainer | None = None
+        self._last_step = -1
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "loss" in logs:
-            self._losses.append(float(logs["loss"]))
         if self._log_fn and logs:
             self._log_fn(logs, state.global_step)
 
+    def _point(self, state, model) -> None:
+        if self._point_fn is None or state.global_step == self._last_step:
+            return
+        self._last_step = state.global_step
+        t = self.trainer
+        info = {
+            "optimizer_steps": state.global_step,
+            "train_examples": t.seen_rows,
+            "train_tokens": t.seen_tokens,
+            "loss": t.take_loss(),
+        }
+        was_training = model.training
+        self._point_fn(model, info)
+        model.train(was_training)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step in self.steps:
+            self._point(state, model)
+
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
-        if self._epoch_fn:
-            loss = sum(self._losses) / len(self._losses) if self._losses else None
-            self._losses = []
-            was_training = model.training
-            self._epoch_fn(round(state.epoch), model, loss)
-            model.train(was_training)
+        if round(state.epoch) in self.epochs:
+            self._point(state, model)
 
 
 def training_args(
     cfg: TrainConfig, *, out_dir: Path, seed: int, device: str, dtype: str, batch_size: int | None = None
 ) -> TrainingArguments:
-    """Trainer arguments from the run's ``train`` section; ``batch_size`` overrides it (run.py caps it)."""
+    """Trainer arguments from the run's ``train`` section."""
     return TrainingArguments(
         output_dir=str(out_dir),
         num_train_epochs=cfg.epochs,
@@ -120,7 +207,7 @@ def training_args(
         max_grad_norm=cfg.max_grad_norm,
         logging_steps=cfg.logging_steps,
         save_strategy="no",
-        report_to="none",  # tracking goes through mathgpt.track, fed by EpochHook
+        report_to="none",  # tracking goes through mathgpt.track, fed by PointHook
         seed=seed,
         data_seed=seed,
         use_cpu=device == "cpu",
@@ -130,9 +217,6 @@ def training_args(
         remove_unused_columns=False,
         dataloader_num_workers=0,
         disable_tqdm=False,
-        # Batches of similar length: with random batches of synthetic problems, left padding to the longest
-        # row was ~40% of the tokens. Rows are sorted only within random groups of up to 50 batches.
-        train_sampling_strategy="group_by_length",
     )
 
 
@@ -142,16 +226,28 @@ def train(
     rows: list[Tokenized],
     args: TrainingArguments,
     *,
-    on_epoch: Callable | None = None,
+    order: str = "grouped",
+    on_point: Callable | None = None,
+    point_steps: set[int] | None = None,
+    point_epochs: set[int] | None = None,
     on_log: Callable | None = None,
 ) -> dict:
-    """Fine-tune ``model`` (a peft model) in place; returns Trainer's final metrics."""
+    """Fine-tune ``model`` (a peft model) in place; returns Trainer's final metrics.
+
+    ``on_point(model, info)`` runs after each optimizer step in ``point_steps`` and at the end of each epoch
+    in ``point_epochs`` (default: every epoch), at most once per step.
+    """
+    if point_epochs is None:
+        point_epochs = set(range(1, int(args.num_train_epochs) + 1))
+    hook = PointHook(on_point, on_log, set(point_steps or ()), point_epochs)
     trainer = CompletionTrainer(
         model=model,
         args=args,
         train_dataset=rows,
         data_collator=LeftPadCollator(tokenizer.pad_token_id),
-        callbacks=[EpochHook(on_epoch, on_log)],
+        callbacks=[hook],
+        order=order,
     )
+    hook.trainer = trainer
     result = trainer.train()
     return dict(result.metrics)

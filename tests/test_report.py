@@ -1,287 +1,511 @@
-"""The report on a study built here with known per-problem results (docs/CONTRACTS.md's study format).
+"""The report on in-memory studies whose attributes follow docs/CONTRACTS.md exactly, with known answers.
 
-100 problems; the base gets the first 20 right. Each fine-tuned point breaks 2 of those and fixes enough
-others that accuracy = 0.04 * log2(examples seen) + 0.04 exactly: 4 points per doubling, R^2 = 1. Its
-McNemar test is then exact with b = 2 broken and c = 2 + (accuracy - 0.20) * 100 fixed problems.
+160 report problems: 100 synthetic:test (2-5 steps) and 60 math500 (levels 1-5, two subjects); the base gets
+every fifth right (32/160). A fine-tuned point at a size breaks `b` base-right problems and fixes `c`
+base-wrong ones (which ones depends on the seed), so its gain is exactly (c - b) / 160.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.distributions import CategoricalDistribution
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState, create_trial
 from statsmodels.stats.contingency_tables import mcnemar
-from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.proportion import proportion_confint
+from statsmodels.stats.weightstats import DescrStatsW
 
 from mathgpt.cli import main
-from mathgpt.config import ConfigError
-from mathgpt.report import (
-    compare_to_base,
-    scaling_fits,
-    smallest_significant,
-    study_frame,
-    write_report,
-)
-from mathgpt.sweep import open_study
-
-N = 100
-IDS = [f"p{i:03d}" for i in range(N)]
-BASE = [1] * 20 + [0] * 80
-SLOPE, INTERCEPT = 0.04, 0.04
-DISTS = {
-    "data.train_size": IntDistribution(16, 1024, log=True),
-    "train.epochs": IntDistribution(1, 3),
-    "lora.r": IntDistribution(4, 64, log=True),
-    "train.learning_rate": FloatDistribution(1e-5, 1e-2, log=True),
-}
+from mathgpt.report import analysis as an
+from mathgpt.report import effects as ef
+from mathgpt.report import write_report
+from mathgpt.report.load import MATRIX_COLUMNS, PairingError, load_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def law(examples: int) -> float:
-    return INTERCEPT + SLOPE * math.log2(examples)
-
-
-def vector(accuracy: float) -> list[int]:
-    """Right on base problems 2..19 (2 broken) and on enough of 20.. to reach the accuracy."""
-    fixed = round(accuracy * N) - 18
-    return [0, 0] + [1] * 18 + [1] * fixed + [0] * (80 - fixed)
-
-
-def epoch_line(epoch: int, size: int, tokens: int, with_ids: bool = False) -> dict:
-    acc = law(size * epoch)
-    line = {
-        "epoch": epoch,
-        "accuracy": acc,
-        "n_eval": N,
-        "n_correct": round(acc * N),
-        "correct": vector(acc),
-        "train_examples": size * epoch,
-        "train_tokens": tokens,
-        "train_wall_s": 30.0 * epoch,
-        "loss": 1.0,
+N_SYN, N_MATH = 100, 60
+N = N_SYN + N_MATH
+PROBLEMS = [
+    {
+        "id": f"synthetic:test:{i}",
+        "eval_set": "synthetic:test",
+        "level": None,
+        "subject": None,
+        "steps": i % 4 + 2,
     }
-    return line | ({"ids": IDS} if with_ids else {})
+    for i in range(N_SYN)
+] + [
+    {
+        "id": f"math500:{i}",
+        "eval_set": "math500",
+        "level": i % 5 + 1,
+        "subject": ["Algebra", "Geometry"][i % 2],
+        "steps": None,
+    }
+    for i in range(N_MATH)
+]
+BASE = [int(i % 5 == 0) for i in range(N)]
+FP = "fp-report-1"
+# (fixed, broken) per size for the default setting: 32 -> +2.5, 64 -> +11.25, 128 -> +17.5 points.
+LAW = {32: (6, 2), 64: (20, 2), 128: (30, 2)}
 
 
-def preds(model: str, correct: list[int]) -> list[dict]:
-    out = []
-    for i, (pid, c) in enumerate(zip(IDS, correct, strict=True)):
-        math_set = i % 2 == 1
-        out.append(
-            {
-                "model": model,
-                "epoch": 0 if model == "base" else 1,
-                "id": pid,
-                "eval_set": "math500" if math_set else "gsm8k:test",
-                "level": (i % 5) + 1 if math_set else None,
-                "subject": "Algebra" if math_set else None,
-                "question": f"What is {i} + 1? <b>",
-                "gold": str(i + 1),
-                "output": f"{model} thinks <script>{i}</script>",
-                "extracted": str(i + c),
-                "correct": bool(c),
-            }
-        )
+def vector(fixed: int, broken: int, seed: int) -> list[int]:
+    rng = np.random.default_rng(seed)
+    right = [i for i in range(N) if BASE[i]]
+    wrong = [i for i in range(N) if not BASE[i]]
+    out = list(BASE)
+    for i in rng.permutation(right)[:broken]:
+        out[i] = 0
+    for i in rng.permutation(wrong)[:fixed]:
+        out[i] = 1
     return out
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
-def add(study: optuna.Study, root: Path, state: TrialState, size: int, epochs: list[dict], **attrs) -> None:
-    number = len(study.trials)
-    params = {
-        "data.train_size": size,
-        "train.epochs": max(1, len(epochs)),
-        "lora.r": 8 * (1 + number % 2),
-        "train.learning_rate": 1e-3 * (1 + number % 3),
+def point(size: int, correct: list[int], select: float | None, general: dict | None = None) -> dict:
+    k = sum(correct)
+    return {
+        "point": 1,
+        "epoch": 1.0,
+        "train_examples": size,
+        "optimizer_steps": size // 8,
+        "train_tokens": 100 * size,
+        "train_wall_s": 1.0,
+        "eval_wall_s": 1.0,
+        "loss": 1.0 / math.log2(size) if size > 1 else None,
+        "accuracy": k / N,
+        "ci95": [0.0, 1.0],
+        "n_eval": N,
+        "n_correct": k,
+        "strict_accuracy": k / N,
+        "n_answered": N - 10,
+        "n_truncated": 10,
+        "n_no_answer": 10,
+        "n_ungradable": 0,
+        "correct": correct,
+        "answered": [1] * (N - 10) + [0] * 10,
+        "status": ["correct" if c else "wrong" for c in correct],
+        "fingerprint": FP,
+        "by_set": {},
+        "select": None
+        if select is None
+        else {
+            "accuracy": select,
+            "ci95": [0, 1],
+            "n_eval": 100,
+            "n_correct": round(100 * select),
+            "fingerprint": "fp-select",
+        },
+        "general": general or {},
+        "checker_version": "3",
     }
-    user = {"overrides": params, "trial_dir": str(root / f"trial_{number}"), "device": "cuda", **attrs}
-    if epochs:
-        user["epochs"] = epochs
-    steps = {e["epoch"]: e["accuracy"] for e in epochs}
-    value = epochs[-1]["accuracy"] if state == TrialState.COMPLETE else None
+
+
+def base_point(model: str = "tiny", general: dict | None = None) -> dict:
+    return point(0, BASE, None, general) | {
+        "point": 0,
+        "epoch": 0.0,
+        "train_examples": 0,
+        "loss": None,
+        "dir": f"/runs/s/base-{model}",
+    }
+
+
+def add(
+    study: optuna.Study,
+    size: int,
+    seed: int,
+    lr: float,
+    correct: list[int],
+    select: float | None,
+    model: str = "tiny",
+    general: dict | None = None,
+    fp: str = FP,
+    trial_dir: str | None = None,
+) -> None:
+    over = {
+        "seed": seed,
+        "model.name": model,
+        "data.train_size": size,
+        "train.epochs": 1,
+        "train.batch_size": 8,
+        "lora.r": 8,
+        "lora.alpha": 16,
+        "train.learning_rate": lr,
+    }
+    pt = point(size, correct, select, general) | {"fingerprint": fp}
     study.add_trial(
         create_trial(
-            state=state,
-            params=params,
-            distributions=DISTS,
-            value=value,
-            intermediate_values=steps,
-            user_attrs=user,
+            state=TrialState.COMPLETE,
+            value=select if select is not None else pt["accuracy"],
+            user_attrs={
+                "overrides": over,
+                "points": [pt],
+                "trial_dir": trial_dir or f"/runs/s/trial_{len(study.trials)}",
+                "train_tokens": 100 * size,
+                "wall_s": 2.0,
+                "checker_version": "3",
+            },
         )
     )
 
 
-def make_study(runs: Path, name: str = "demo", running_only: bool = False) -> Path:
-    root = runs / name
-    root.mkdir(parents=True)
-    storage = JournalStorage(JournalFileBackend(str(root / "journal.log")))
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
-    study.set_user_attr("eval_ids", IDS)
-    study.set_user_attr("output_dir", str(root))
-    study.set_user_attr(
-        "base",
-        {"accuracy": 0.2, "ci95": [0.13, 0.29], "n_eval": N, "correct": BASE, "dir": str(root / "base")},
-    )
-    write_jsonl(root / "base" / "predictions.jsonl", preds("base", BASE))
-    if running_only:
-        # A trial still training: no attrs yet, one epoch in its epochs.jsonl (the sweep tails that file).
-        study.add_trial(create_trial(state=TrialState.RUNNING, params={}, distributions={}))
-        write_jsonl(root / "trial_0" / "epochs.jsonl", [epoch_line(1, 64, 6400, with_ids=True)])
-        # One only reported to Optuna so far: accuracy without per-problem results.
-        study.add_trial(
-            create_trial(state=TrialState.RUNNING, params={}, distributions={}, intermediate_values={1: 0.25})
-        )
-        return root
-    add(study, root, TrialState.COMPLETE, 32, [epoch_line(1, 32, 3200)])  # trial 0: x=32
-    add(study, root, TrialState.COMPLETE, 64, [epoch_line(1, 64, 6400), epoch_line(2, 64, 12800)])  # 64, 128
-    add(study, root, TrialState.COMPLETE, 128, [epoch_line(1, 128, 12000)])  # trial 2: x=128, fewer tokens
-    add(study, root, TrialState.COMPLETE, 256, [epoch_line(1, 256, 25000)])  # trial 3: best
-    add(study, root, TrialState.FAIL, 512, [], fail_reason="CUDA out of memory")
-    add(study, root, TrialState.PRUNED, 32, [epoch_line(1, 32, 3200)])
-    write_jsonl(
-        root / "trial_3" / "predictions.jsonl", preds("base", BASE) + preds("finetuned", vector(law(256)))
-    )
-    return root
+def make_study(
+    models: tuple[str, ...] = ("tiny",),
+    seeds: tuple[int, ...] = (0, 1),
+    select: bool = True,
+    delta: float = 0.03,
+) -> optuna.Study:
+    study = optuna.create_study(study_name="demo", direction="maximize")
+    study.set_user_attr("bases", {m: base_point(m) for m in models})
+    study.set_user_attr("eval_problems", PROBLEMS)
+    study.set_user_attr("eval_fingerprint", FP)
+    study.set_user_attr("select_fingerprint", "fp-select" if select else None)
+    study.set_user_attr("sweep_config", {"report": {"delta": delta, "alpha": 0.05, "power": 0.8}})
+    for m_i, model in enumerate(models):
+        for size, (fixed, broken) in LAW.items():
+            for seed in seeds:
+                # lr 2e-3 is chosen on the selection slice; lr 1e-3 (worse there) is better on the report slice.
+                add(
+                    study,
+                    size,
+                    seed,
+                    2e-3,
+                    vector(fixed // (m_i + 1), broken, seed),
+                    0.5 if select else None,
+                    model,
+                )
+                add(
+                    study,
+                    size,
+                    seed,
+                    1e-3,
+                    vector(fixed + 5, broken, seed + 10),
+                    0.4 if select else None,
+                    model,
+                )
+    return study
 
 
-@pytest.fixture
-def runs(tmp_path: Path) -> Path:
-    make_study(tmp_path / "runs")
-    return tmp_path / "runs"
+def test_matrix_follows_the_contract() -> None:
+    data = load_study(make_study())
+    m = data.matrix
+    assert list(m.columns) == MATRIX_COLUMNS
+    assert len(m) == N * (1 + 3 * 2 * 2)
+    base = m[m["trial"].isna()]
+    assert len(base) == N and (base["train_examples"] == 0).all() and base["correct"].tolist() == BASE
+    assert set(m["seed"].dropna()) == {0, 1}
+    assert m.loc[m["eval_set"] == "math500", "level"].notna().all()
 
 
-def test_frame_has_base_and_every_epoch(runs: Path) -> None:
-    frame = study_frame(open_study("demo", None, runs))
-    assert frame["trial"].isna().sum() == 1 and frame.iloc[0]["accuracy"] == pytest.approx(0.2)
-    assert sorted(frame["train_examples"].tolist()) == [0, 32, 32, 64, 128, 128, 256]
-    assert set(frame["state"]) == {"BASE", "COMPLETE", "PRUNED"}  # the failed trial has no epochs
-    row = frame[(frame["trial"] == 1) & (frame["epoch"] == 2)].iloc[0]
-    assert (row["train_size"], row["lora_r"], row["learning_rate"], row["train_tokens"]) == (
-        64,
-        16,
-        2e-3,
-        12800,
-    )
-    assert row["ci_lo"] < row["accuracy"] < row["ci_hi"]
+def test_mismatched_fingerprint_is_refused_naming_both() -> None:
+    study = make_study()
+    add(study, 64, 2, 2e-3, vector(3, 1, 5), 0.5, fp="fp-other")
+    with pytest.raises(PairingError, match=r"fp-other.*fp-report-1"):
+        load_study(study)
 
 
-def test_fit_recovers_known_slope(runs: Path) -> None:
-    fits = scaling_fits(study_frame(open_study("demo", None, runs)))
-    assert fits["all points"].slope == pytest.approx(SLOPE)
-    assert fits["all points"].r2 == pytest.approx(1.0)
-    assert fits["epoch 1"].n == 5 and fits["epoch 2"] is None  # one point at epoch 2: no line
+def test_wrong_length_slice_is_refused() -> None:
+    study = make_study()
+    add(study, 64, 2, 2e-3, vector(3, 1, 5)[:-1], 0.5)
+    with pytest.raises(PairingError, match="159 results for the study's 160"):
+        load_study(study)
 
 
-def test_mcnemar_and_holm_match_statsmodels(runs: Path) -> None:
-    comp = compare_to_base(study_frame(open_study("demo", None, runs)))
-    assert len(comp) == 6
-    want = []
-    for _, row in comp.iterrows():
-        acc = law(row["train_examples"])
-        c = round(acc * N) - 18
-        table = [[18, 2], [c, 80 - c]]
-        want.append(mcnemar(table, exact=True).pvalue)
-        assert (row["base_only"], row["tuned_only"], row["exact"]) == (2, c, True)
-        assert row["gain"] == pytest.approx(acc - 0.2)
-    assert comp["p"].tolist() == pytest.approx(want)
-    assert comp["p_holm"].tolist() == pytest.approx(multipletests(want, method="holm")[1].tolist())
+def test_answer_is_the_known_size_with_paired_ci() -> None:
+    data = load_study(make_study())
+    mask = an.benchmarks(data)["all sets (pooled)"]
+    tests = an.size_tests(data, "tiny", mask)
+    # lr 2e-3 is chosen everywhere (selection slice), so gains are exactly (fixed - broken) / N.
+    assert tests["gain"].tolist() == pytest.approx([(f - b) / N for f, b in LAW.values()])
+    assert (tests["seeds"] == 2).all()
+    ans = an.fixed_sequence(tests, data.delta)
+    assert ans.size == 64 and ans.tested == [128, 64, 32]
 
 
-def test_smallest_significant_uses_holm_and_tokens(runs: Path) -> None:
-    comp = compare_to_base(study_frame(open_study("demo", None, runs)))
-    # Unadjusted, 64 examples (p = 0.039) would pass; Holm over 6 tests leaves 128 examples first.
-    assert comp[comp["train_examples"] == 64]["p"].iloc[0] < 0.05
-    hit = smallest_significant(comp)
-    assert (hit["trial"], hit["epoch"], hit["train_examples"]) == (2, 1, 128)  # 12000 tokens < 12800
+def test_adding_hyperparameter_points_cannot_raise_the_answer() -> None:
+    study = make_study()
+    everything = np.ones(N, bool)
+    before = an.size_tests(load_study(study), "tiny", everything)
+    # 24 more points at the same sizes, worse on the selection slice (some better on the report slice).
+    for size in LAW:
+        for lr in (5e-4, 3e-4, 1e-4, 5e-3):
+            for seed in (0, 1):
+                add(study, size, seed, lr, vector(1 if lr < 5e-3 else 40, 6, seed + 20), 0.3)
+    after = an.size_tests(load_study(study), "tiny", everything)
+    cols = ["train_examples", "gain", "lo", "hi", "p_above_delta"]
+    pd.testing.assert_frame_equal(before[cols], after[cols])  # one test per size, unchanged
+    assert an.fixed_sequence(before, 0.03).size == an.fixed_sequence(after, 0.03).size == 64
+    # A better-on-selection setting does change the choice (the rule is not frozen to the first trials).
+    add(study, 32, 0, 7e-3, vector(40, 2, 3), 0.9)
+    add(study, 32, 1, 7e-3, vector(40, 2, 4), 0.9)
+    assert an.fixed_sequence(an.size_tests(load_study(study), "tiny", everything), 0.03).size == 32
 
 
-def test_nothing_significant_is_said_plainly(tmp_path: Path) -> None:
-    root = make_study(tmp_path / "runs", running_only=False)
-    storage = JournalStorage(JournalFileBackend(str(root / "journal.log")))
-    study = optuna.load_study(study_name="demo", storage=storage)
-    study.set_user_attr("base", study.user_attrs["base"] | {"correct": vector(law(256)), "accuracy": 0.36})
-    out = write_report("demo", runs_dir=tmp_path / "runs", out_dir=tmp_path / "out")
+def test_without_selection_slice_the_report_slice_chooses_and_says_so(tmp_path) -> None:
+    data = load_study(make_study(select=False))
+    assert (
+        an.choose(data).query("chosen")["learning_rate"] if "learning_rate" in an.choose(data) else None
+    ) is None
+    chosen = an.choose(data)
+    assert (chosen["selected_on"] == "report").all()
+    out = write_report(make_study(select=False), tmp_path, n_boot=50)
+    assert "biased upward" in (out / "report.md").read_text()
+
+
+def test_problems_csv_reproduces_the_reported_numbers(tmp_path) -> None:
+    out = write_report(make_study(), tmp_path, n_boot=50)
+    m = pd.read_csv(out / "problems.csv")
+    trials = pd.read_csv(out / "trials.csv")
+    answer = pd.read_csv(out / "answer.csv")
+    tuned = trials[trials["trial"].notna()]
+    assert (tuned["chosen"] == (tuned["learning_rate"] == 2e-3)).all()  # chosen on the selection slice
+    base = m[m["trial"].isna()].set_index("problem_id")["correct"]
+    for _, row in trials[trials["trial"].notna()].iterrows():
+        t = m[m["trial"] == row["trial"]].set_index("problem_id")["correct"].loc[base.index]
+        table = pd.crosstab(base, t).reindex(index=[1, 0], columns=[1, 0], fill_value=0).to_numpy()
+        exact = table[0, 1] + table[1, 0] < 25
+        assert mcnemar(table, exact=exact, correction=True).pvalue == pytest.approx(row["mcnemar_p"])
+        lo, hi = proportion_confint(int(t.sum()), len(t), alpha=0.05, method="wilson")
+        assert (row["n_correct"], row["ci_lo"], row["ci_hi"]) == pytest.approx(
+            (t.sum(), lo, hi), abs=1e-5
+        )  # wilson_ci uses z = 1.96
+    for _, row in answer.iterrows():
+        trial_ids = [int(x) for x in str(row["trials"]).split()]
+        sub = m[m["trial"].isin(trial_ids)]
+        if row["benchmark"] != "all sets (pooled)":
+            sub = sub[sub["eval_set"] == row["benchmark"]]
+        score = sub.groupby("problem_id")["correct"].mean()
+        d = score - base.loc[score.index]
+        lo, hi = DescrStatsW(d.to_numpy()).tconfint_mean(alpha=0.05)
+        assert (row["gain"], row["lo"], row["hi"]) == pytest.approx((d.mean(), lo, hi))
+
+
+def test_report_first_screen_in_plain_words(tmp_path) -> None:
+    out = write_report(make_study(), tmp_path, storage_url="runs/demo/journal.log", n_boot=50)
     md = (out / "report.md").read_text()
-    assert "Nothing is significant" in md and "Smallest configuration significantly better" not in md
-
-
-def test_report_files_and_answer(runs: Path, tmp_path: Path) -> None:
-    out = write_report("demo", runs_dir=runs, out_dir=tmp_path / "out")
-    names = {p.name for p in out.iterdir()}
-    assert {
-        "report.md",
-        "report.html",
-        "trials.csv",
+    first = md.split("\n\n")[1]
+    assert first.startswith(
+        "> **64 examples (2 seeds): +14.2 points [+6.6, +21.7] on math500 (base 20.0%, n = 60)"
+    )
+    assert "32 is not distinguishable from the base at this slice's detection limit of 14.3 points" in first
+    assert "64 examples (2 seeds): +9.5 points [+4.7, +14.3] on synthetic:test" in first
+    assert "32 beat the base but not by 3 points with 95% confidence" in first
+    assert "answered rate" not in first  # 150/160 answered before and after
+    assert "mathgpt dashboard demo --storage runs/demo/journal.log" in md
+    assert "Published" not in md and "published" not in md
+    for name in (
         "scaling.png",
-        "compute.png",
-        "hyperparameters.png",
-        "importances.png",
-    } <= names
-    page = (out / "report.html").read_text()
+        "rates.png",
+        "learning.png",
+        "knobs.png",
+        "breakdown.png",
+        "problems.csv",
+        "report.html",
+    ):
+        assert (out / name).is_file(), name
+    assert not (out / "tradeoff.png").exists()  # no general results in this study
+    html = (out / "report.html").read_text()
+    assert "<table>" in html and "data:image/png;base64," in html
+
+
+def test_one_answer_line_per_model(tmp_path) -> None:
+    out = write_report(make_study(models=("alpha", "beta")), tmp_path, n_boot=50)
     md = (out / "report.md").read_text()
-    answer = "Smallest configuration significantly better than the base model: trial 2 after epoch 1"
-    assert answer in page and answer in md
-    assert "Best configuration: trial 3 after epoch 1" in md
-    assert page.count("data:image/png;base64,") >= 3 and "](scaling.png)" in md
-    assert "+4.00 accuracy points per doubling" in md and "R² = 1.000" in md
-    assert "<script>" not in page and "&lt;script&gt;" in page  # model outputs are escaped
-    assert "CUDA out of memory" in md and "PRUNED" in md and "GPU-hours" in md
-    assert "math500 · level 3" in md and "gsm8k:test" in md
-    csv = pd.read_csv(out / "trials.csv")
-    assert len(csv) == 7 and {"accuracy", "ci_lo", "ci_hi", "p_holm", "train_tokens"} <= set(csv.columns)
+    quoted = [line for line in md.splitlines() if line.startswith("> **")]
+    assert [q.split(":")[0] for q in quoted] == ["> **alpha", "> **beta"]
 
 
-def test_running_study_gives_partial_report(tmp_path: Path) -> None:
-    make_study(tmp_path / "runs", running_only=True)
-    out = write_report("demo", runs_dir=tmp_path / "runs", out_dir=tmp_path / "out")
-    md = (out / "report.md").read_text()
-    assert "Partial report: 2 trial(s) still running" in md
-    assert "trial 0 · epoch 1" in md  # read from the running trial's epochs.jsonl
-    assert "Parameter importances need at least 2 complete trials" in md and "CPU-hours" in md
-    # Alone in its Holm family, 64 examples (p = 0.039) is significant: the partial answer says so.
-    assert "Smallest configuration significantly better than the base model: trial 0 after epoch 1" in md
-    frame = pd.read_csv(out / "trials.csv")
-    assert frame[frame["trial"] == 1]["accuracy"].tolist() == [0.25]  # plotted, but not testable
-    assert frame[frame["trial"] == 1]["p"].isna().all() and frame[frame["trial"] == 0]["p"].notna().all()
+def test_gain_vs_forgetting_figure_when_points_carry_general(tmp_path) -> None:
+    study = optuna.create_study(study_name="gen", direction="maximize")
+    ref = {
+        "piqa": {
+            "accuracy": 0.6,
+            "accuracy_norm": 0.6,
+            "n": 50,
+            "correct": [1] * 30 + [0] * 20,
+            "correct_norm": [1] * 30 + [0] * 20,
+            "fingerprint": "g",
+        }
+    }
+    study.set_user_attr("bases", {"tiny": base_point(general=ref)})
+    study.set_user_attr("eval_problems", PROBLEMS)
+    lost = {"piqa": ref["piqa"] | {"accuracy": 0.5, "correct": [1] * 25 + [0] * 25}}
+    for size in (32, 64):
+        add(study, size, 0, 1e-3, vector(10, 2, 0), 0.5, general=lost)
+    gen = ef.general_change(load_study(study))
+    assert gen["general_change"].tolist() == pytest.approx([-0.1, -0.1])
+    out = write_report(study, tmp_path, n_boot=20)
+    assert (out / "tradeoff.png").is_file()
+    trials = pd.read_csv(out / "trials.csv")
+    assert trials["general_piqa"].tolist() == pytest.approx([0.6, 0.5, 0.5])
 
 
-def test_empty_study_renders(tmp_path: Path) -> None:
-    root = tmp_path / "runs" / "empty"
+def test_knob_effects_are_paired_differences() -> None:
+    eff = ef.knob_effects(load_study(make_study()))
+    lr = eff[eff["knob"] == "learning_rate"].set_index("train_examples")
+    # lr 2e-3 vs 1e-3: (fixed - 5) - fixed problems, same broken count -> -5/N at every size.
+    assert lr["diff"].tolist() == pytest.approx([-5 / N] * 3)
+    assert set(eff["knob"]) == {"learning_rate"}  # rank, batch, mix, epoch do not vary: no panel
+
+
+def test_examples_needed_recovers_a_logistic_law() -> None:
+    study = optuna.create_study(study_name="law", direction="maximize")
+    study.set_user_attr("bases", {"tiny": base_point()})
+    study.set_user_attr("eval_problems", PROBLEMS)
+    study.set_user_attr("sweep_config", {"report": {"delta": 0.1}})
+    # accuracy = expit(-3 + 0.5 log2 x): 32 -> 0.378, 64 -> 0.5, 128 -> 0.622, 256 -> 0.731
+    for size in (32, 64, 128, 256):
+        p = 1 / (1 + math.exp(-(-3 + 0.5 * math.log2(size))))
+        k = round(p * N)
+        add(study, size, 0, 1e-3, [1] * k + [0] * (N - k), 0.5)
+    data = load_study(study)
+    nd = an.examples_needed(data, "tiny", np.ones(N, bool), n_boot=200)
+    target = 0.2 + 0.1  # base 32/160 + delta
+    want = 2 ** ((math.log(target / (1 - target)) + 3) / 0.5)
+    assert nd is not None and nd.estimate == pytest.approx(want, rel=0.1)
+    assert nd.lo < nd.estimate < nd.hi
+    sl = an.slope_fit(data, "tiny", np.ones(N, bool))
+    assert sl is not None and sl.lo < sl.slope < sl.hi and 0.0 < sl.r2 <= 1.0
+
+
+def test_two_sizes_give_no_r2(tmp_path) -> None:
+    study = make_study(seeds=(0,))
+    study2 = optuna.create_study(study_name="two", direction="maximize")
+    for k in ("bases", "eval_problems", "sweep_config"):
+        study2.set_user_attr(k, study.user_attrs[k])
+    for t in study.trials:
+        if t.user_attrs["overrides"]["data.train_size"] != 128:
+            study2.add_trial(t)
+    sl = an.slope_fit(load_study(study2), "tiny", np.ones(N, bool))
+    assert sl is not None and sl.n_sizes == 2 and math.isnan(sl.r2)
+    md = (write_report(study2, tmp_path, n_boot=20) / "report.md").read_text()
+    assert "n/a (2 sizes)" in md
+
+
+def test_importances_only_with_enough_trials(tmp_path) -> None:
+    small = write_report(make_study(), tmp_path / "small", n_boot=20)
+    assert "Parameter importances skipped: 12 complete trials (need 20)" in (small / "report.md").read_text()
+    assert not (small / "importances.png").exists()
+    study = optuna.create_study(study_name="big", direction="maximize")
+    study.set_user_attr("bases", {"tiny": base_point()})
+    study.set_user_attr("eval_problems", PROBLEMS)
+    dists = {
+        "train.learning_rate": CategoricalDistribution([1e-3, 2e-3]),
+        "lora.r": CategoricalDistribution([8, 16]),
+    }
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        params = {"train.learning_rate": [1e-3, 2e-3][i % 2], "lora.r": [8, 16][(i // 2) % 2]}
+        value = 0.3 + 0.2 * (i % 2) + 0.01 * rng.random()
+        study.add_trial(
+            create_trial(state=TrialState.COMPLETE, value=value, params=params, distributions=dists)
+        )
+    found, why = ef.importances(study)
+    assert found is not None and set(found) == {"train.learning_rate", "lora.r"}, why
+    assert found["train.learning_rate"] > found["lora.r"]
+
+
+def test_cli_report_on_a_journal_study(tmp_path, capsys) -> None:
+    root = tmp_path / "runs" / "demo"
     root.mkdir(parents=True)
-    optuna.create_study(
-        study_name="empty", storage=JournalStorage(JournalFileBackend(str(root / "journal.log")))
+    storage = JournalStorage(JournalFileBackend(str(root / "journal.log")))
+    study = optuna.create_study(study_name="demo", storage=storage, direction="maximize")
+    for key, value in make_study(seeds=(0,)).user_attrs.items():
+        study.set_user_attr(key, value)
+    for t in make_study(seeds=(0,)).trials:
+        study.add_trial(t)
+    out = tmp_path / "out"
+    assert main(["report", "demo", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    assert "mathgpt dashboard demo" in (out / "report.md").read_text()
+    add(study, 64, 3, 2e-3, vector(3, 1, 5), 0.5, fp="fp-other")
+    capsys.readouterr()
+    assert main(["report", "demo", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fp-other" in err[0] and "fp-report-1" in err[0]
+
+
+def test_partial_and_empty_studies_still_report(tmp_path) -> None:
+    empty = write_report(optuna.create_study(study_name="empty"), tmp_path / "e", n_boot=10)
+    assert "No base run is stored in this study yet" in (empty / "report.md").read_text()
+    study = optuna.create_study(study_name="partial")
+    study.set_user_attr("bases", {"tiny": base_point()})
+    study.set_user_attr("eval_problems", PROBLEMS)
+    study.add_trial(create_trial(state=TrialState.RUNNING, params={}, distributions={}))
+    study.add_trial(
+        create_trial(state=TrialState.FAIL, params={}, distributions={}, user_attrs={"fail_reason": "OOM"})
     )
-    out = write_report("empty", runs_dir=tmp_path / "runs", out_dir=tmp_path / "out")
-    assert "No base-model result is stored" in (out / "report.html").read_text()
-    assert not (out / "importances.png").exists()
+    md = (write_report(study, tmp_path / "p", n_boot=10) / "report.md").read_text()
+    assert "Partial report: 1 trial(s) still running" in md and "trial 1: OOM" in md
+    assert "no fine-tuned point with per-problem results yet" in md
 
 
-def test_cli_report_and_missing_study(runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["report", "demo", "--runs-dir", str(runs), "--out", str(tmp_path / "cli")]) == 0
-    assert (tmp_path / "cli" / "report.html").is_file()
-    assert main(["report", "nosuch", "--runs-dir", str(runs)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "no study journal at" in err and len(err.splitlines()) == 1
-    journal = str(runs / "demo" / "journal.log")
-    assert main(["report", "other", "--storage", journal, "--out", str(tmp_path / "x")]) == 2
-    assert "no study named 'other'" in (err := capsys.readouterr().err) and "(it has: demo)" in err
-    bad = tmp_path / "bad" / "x" / "journal.log"
-    bad.parent.mkdir(parents=True)
-    bad.write_text('not a journal\n{"op_code": 99}\n')
-    assert main(["report", "x", "--runs-dir", str(tmp_path / "bad"), "--out", str(tmp_path / "y")]) == 2
-    assert "journal.log" in (err := capsys.readouterr().err) and len(err.strip().splitlines()) == 1
-    with pytest.raises(ConfigError, match="no such database file"):
-        open_study("demo", f"sqlite:///{tmp_path / 'none.db'}")
+def _preds(path, model: str, correct: list[int]) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {
+            "model": model,
+            "point": 0 if model == "base" else 1,
+            "slice": "report",
+            "id": p["id"],
+            "eval_set": p["eval_set"],
+            "question": f"What is {i} + 1?",
+            "gold": str(i + 1),
+            "output": f"{model} <script>{i}</script>",
+            "extracted": str(i + c),
+            "correct": bool(c),
+        }
+        for i, (p, c) in enumerate(zip(PROBLEMS, correct, strict=True))
+    ]
+    rows.append({"model": model, "slice": "select", "id": PROBLEMS[0]["id"], "correct": True})
+    (path / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"torn')
+
+
+def test_side_by_side_reads_the_runs_predictions(tmp_path) -> None:
+    study = optuna.create_study(study_name="sbs", direction="maximize")
+    study.set_user_attr("bases", {"tiny": base_point() | {"dir": str(tmp_path / "base")}})
+    study.set_user_attr("eval_problems", PROBLEMS)
+    tuned = vector(30, 2, 0)
+    _preds(tmp_path / "base", "base", BASE)
+    _preds(tmp_path / "trial_0", "finetuned", tuned)
+    add(study, 128, 0, 1e-3, tuned, 0.5, trial_dir=str(tmp_path / "trial_0"))
+    out = write_report(study, tmp_path / "out", n_boot=10)
+    md = (out / "report.md").read_text()
+    assert "Side by side: tiny, trial 0 (128 examples, seed 0) against the base" in md
+    assert (
+        "Base wrong, fine-tuned right: 3 example(s)." in md
+        and "Base right, fine-tuned wrong: 2 example(s)." in md
+    )
+    html = (out / "report.html").read_text()
+    assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_report_package_never_imports_the_sweep() -> None:
+    import ast
+    from pathlib import Path
+
+    import mathgpt.report
+
+    for path in Path(mathgpt.report.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom | ast.Import):
+                names = (
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                )
+                assert not any(n.startswith("mathgpt.sweep") for n in names), path
+
+
+def test_format_learning_is_flagged(tmp_path) -> None:
+    study = optuna.create_study(study_name="fmt", direction="maximize")
+    study.set_user_attr("bases", {"tiny": base_point() | {"answered": [1] * 40 + [0] * 120}})
+    study.set_user_attr("eval_problems", PROBLEMS)
+    for seed in (0, 1):
+        add(study, 64, seed, 1e-3, vector(30, 2, seed), 0.5)  # answered 150 of 160
+    md = (write_report(study, tmp_path, n_boot=20) / "report.md").read_text()
+    assert "the answered rate moves 40.0% → 100.0%, so part of the change may be format rather than math" in md

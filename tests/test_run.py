@@ -15,32 +15,80 @@ from mathgpt.data import Example
 from mathgpt.train import IGNORE, LeftPadCollator, tokenize
 from tests.conftest import REPO, tiny_run_config
 
+POINT_KEYS = {
+    "point", "epoch", "train_examples", "optimizer_steps", "train_tokens", "train_wall_s", "eval_wall_s", "loss",
+    "accuracy", "ci95", "n_eval", "n_correct", "strict_accuracy", "n_answered", "n_truncated", "n_no_answer",
+    "n_ungradable", "ids", "correct", "answered", "status", "fingerprint", "by_set", "select", "general",
+    "checker_version", "gen",
+}  # fmt: skip
+
 
 def test_run_writes_the_output_contract(tiny_model_dir, tmp_path, write_config, capsys):
-    cfg = write_config(tiny_run_config(tiny_model_dir, train={"epochs": 2}))
+    cfg = write_config(tiny_run_config(tiny_model_dir, train={"epochs": 2}, data={"select_size": 4}))
     out = tmp_path / "out"
     assert main(["run", str(cfg), "--output-dir", str(out)]) == 0
 
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("accuracy", "ci95"):
+    for key in ("accuracy", "ci95", "n_answered", "n_truncated", "n_no_answer", "n_ungradable"):
         assert key in metrics["base"] and key in metrics["finetuned"]
     lo, hi = metrics["finetuned"]["ci95"]
     assert 0 <= lo <= metrics["finetuned"]["accuracy"] <= hi <= 1
     assert metrics["n_eval"] == 8 and metrics["n_train"] == 32 and metrics["epochs"] == 2
-    for key in ("train_tokens_per_s", "eval_tokens_per_s", "wall_s"):
+    assert metrics["batch_size"] == 2 and metrics["n_train_by_source"] == {"synthetic": 32}
+    for key in ("train_tokens_per_s", "train_tokens", "wall_s"):
         assert metrics[key] > 0
+    assert set(metrics["fingerprint"]) == {"train", "eval", "select"}
+    assert metrics["fingerprint"]["select"] != metrics["fingerprint"]["eval"]
 
     epochs = [json.loads(line) for line in (out / "epochs.jsonl").read_text().splitlines()]
-    assert [e["epoch"] for e in epochs] == [0, 1, 2]  # base, then one evaluation per epoch
-    assert epochs[2]["train_examples"] == 64 and epochs[2]["train_tokens"] == 2 * epochs[1]["train_tokens"]
-    assert all(len(e["correct"]) == len(e["ids"]) == 8 for e in epochs)
+    assert all(set(e) == POINT_KEYS for e in epochs)
+    assert [e["point"] for e in epochs] == [0, 1, 2] and [e["epoch"] for e in epochs] == [0, 1, 2]
+    assert [e["train_examples"] for e in epochs] == [0, 32, 64]
+    assert [e["optimizer_steps"] for e in epochs] == [0, 16, 32]
+    assert epochs[2]["train_tokens"] == 2 * epochs[1]["train_tokens"] > 0  # real tokens, padding excluded
+    assert epochs[0]["loss"] is None and epochs[1]["loss"] > 0 and epochs[2]["loss"] > 0
+    assert all(len(e["correct"]) == len(e["ids"]) == len(e["status"]) == 8 for e in epochs)
+    assert all(e["select"]["n_eval"] == 4 for e in epochs)
+    assert epochs[1]["select"]["fingerprint"] == metrics["fingerprint"]["select"]
+    assert [p["point"] for p in metrics["points"]] == [0, 1, 2] and "ids" not in metrics["points"][0]
 
     preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
-    assert {p["model"] for p in preds} == {"base", "finetuned"} and len(preds) == 16
-    assert {"id", "question", "gold", "output", "extracted", "correct"} <= set(preds[0])
+    assert len(preds) == 3 * (8 + 4)  # every point, both slices
+    assert {p["model"] for p in preds} == {"base", "finetuned"}
+    assert {p["slice"] for p in preds} == {"report", "select"}
+    assert {
+        "id",
+        "point",
+        "train_examples",
+        "question",
+        "gold",
+        "output",
+        "extracted",
+        "correct",
+        "steps",
+    } <= set(preds[0])
     assert (out / "adapter" / "adapter_config.json").is_file()
-    assert parse_config(__import__("yaml").safe_load((out / "config.yaml").read_text())).train.epochs == 2
+    ran = parse_config(__import__("yaml").safe_load((out / "config.yaml").read_text()))
+    assert ran.train.epochs == 2 and ran.train.batch_size == 2
     assert "fine-tuned" in capsys.readouterr().out
+
+
+def test_slices_use_eval_seed_only_and_are_disjoint(tiny_model_dir):
+    from mathgpt.run import eval_slices
+
+    def slices(**data):
+        raw = tiny_run_config(tiny_model_dir, data={"eval_size": 20, "select_size": 10, **data})
+        return eval_slices(parse_config(raw))
+
+    rep, sel = slices()
+    rep_ids, sel_ids = {e.id for e in rep[0].examples}, {e.id for e in sel[0].examples}
+    assert len(rep_ids) == 20 and len(sel_ids) == 10 and not rep_ids & sel_ids
+    for_seed_7 = eval_slices(
+        parse_config({**tiny_run_config(tiny_model_dir, data={"eval_size": 20}), "seed": 7})
+    )
+    assert [e.id for e in for_seed_7[0][0].examples] == [e.id for e in rep[0].examples]  # seed trains only
+    other, _ = slices(eval_seed=1)
+    assert {e.id for e in other[0].examples} != rep_ids
 
 
 def test_training_changes_only_lora_weights_and_lowers_loss(tiny_model_dir, tmp_path):
@@ -99,12 +147,13 @@ def test_target_only_logits_give_the_full_loss(tiny_model_dir):
     from mathgpt.config import ModelConfig
     from mathgpt.model import load_model, load_tokenizer
     from mathgpt.synthetic import generate
-    from mathgpt.train import CompletionTrainer
+    from mathgpt.train import completion_loss
 
     tok = load_tokenizer(str(tiny_model_dir))
     model = load_model(ModelConfig(name=str(tiny_model_dir)), "cpu")
     batch = LeftPadCollator(tok.pad_token_id)(tokenize(generate("train", 4), tok, "plain", 256))
-    ours = CompletionTrainer.compute_loss(None, model, dict(batch))
+    n = (batch["labels"] != IGNORE).sum()
+    ours = completion_loss(model, dict(batch)) / n
     reference = model(**batch).loss
     assert torch.allclose(ours, reference, atol=1e-5)
 
@@ -117,12 +166,14 @@ def test_epochs_zero_evaluates_the_base_only(tiny_model_dir, tmp_path, write_con
     assert not (tmp_path / "o" / "adapter").exists()
 
 
-def test_too_few_steps_caps_the_batch(tiny_model_dir, tmp_path, write_config):
+def test_too_few_steps_is_refused_not_rebatched(tiny_model_dir, tmp_path, write_config, capsys):
     cfg = write_config(
         tiny_run_config(tiny_model_dir, train={"batch_size": 8, "min_steps": 8}, eval={"base": False})
     )
-    assert main(["run", str(cfg), "--output-dir", str(tmp_path / "o")]) == 0
-    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["effective_batch_size"] == 4
+    assert main(["run", str(cfg), "--output-dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "4 optimizer steps per epoch, fewer than train.min_steps 8" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize(

@@ -76,4 +76,4 @@ def test_an_unreachable_database_is_one_line_exit_1(tmp_path, capsys):
     url = "postgresql://nobody:x@127.0.0.1:9/none?connect_timeout=2"  # port 9 (discard): refused at once
     code = main(["sweep", str(sweep), "--storage", url, "--output-dir", str(tmp_path), "--no-report"])
     err = capsys.readouterr().err
-    assert code == 1 and err.startswith("mathgpt: error: sweep failed: ") and err.count("\n") == 1
+    assert code == 1 and err.startswith("mathgpt: failed: OperationalError") and err.count("\n") == 1

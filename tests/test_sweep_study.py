@@ -205,3 +205,14 @@ def test_workers_split_the_cores_and_pass_the_split_to_run_children(monkeypatch)
     cmd = workers.worker_cmd("s.yaml", "postgresql://h/db", "st", "runs", None)
     assert cmd[3:] == ["sweep", "s.yaml", "--storage", "postgresql://h/db", "--study", "st",
                        "--output-dir", "runs", "--no-report", "--worker"]  # fmt: skip
+
+
+def test_the_end_of_a_study_writes_the_report_from_the_study(tmp_path, fake_runs, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the report goes to ./analysis/<study>/
+    path = write_study(tmp_path, [0, 7], params={"lr": {"key": "train.learning_rate", "type": "categorical",
+                                                        "choices": [1e-3]}})  # fmt: skip
+    sw.run_sweep(path, output_dir=tmp_path / "runs", report=True)
+    out = tmp_path / "analysis" / "s"
+    assert (out / "report.md").is_file() and (out / "problems.csv").is_file()
+    matrix = (out / "problems.csv").read_text().splitlines()
+    assert len(matrix) == 1 + 10 * (1 + 2 * 2)  # header, base and 2 seeds x 2 points, 10 problems each

@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
-from mathgpt.track import NullTracker, resolve_mode, start_run
+import pytest
+
+from mathgpt.config import parse_config
+from mathgpt.run import run_experiment
+from mathgpt.track import (
+    STEP_METRICS,
+    NullTracker,
+    eval_metrics,
+    read_offline_run,
+    resolve_mode,
+    start_run,
+    study_run_id,
+)
+from tests.conftest import tiny_run_config
 
 
 def test_default_mode_is_offline(monkeypatch):
@@ -51,3 +66,71 @@ def test_offline_run_writes_files_to_sync_later(tmp_path, monkeypatch):
     tracker.finish()
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+def _offline_run(root: Path) -> Path:
+    (run_dir,) = (root / "wandb").glob("offline-run-*")
+    return run_dir
+
+
+def test_eval_metrics_rates_and_optional_keys():
+    line = {
+        "epoch": 1,
+        "train_examples": 32,
+        "accuracy": 0.5,
+        "ci95": [0.2, 0.8],
+        "n_eval": 8,
+        "n_answered": 6,
+        "n_no_answer": 1,
+        "n_ungradable": 1,
+        "strict_accuracy": 0.25,
+        "by_set": {"synthetic": {"accuracy": 0.5, "n": 8}},
+        "select": None,
+    }
+    m = eval_metrics(line)
+    assert m["answered_rate"] == 0.75 and m["no_answer_rate"] == m["ungradable_rate"] == 0.125
+    assert m["ci95_lo"] == 0.2 and m["strict_accuracy"] == 0.25 and m["synthetic/accuracy"] == 0.5
+    assert "truncated_rate" not in m and "select/accuracy" not in m  # absent keys are left out, not zeroed
+    del line["strict_accuracy"], line["n_answered"]
+    assert "strict_accuracy" not in eval_metrics(line) and "answered_rate" not in eval_metrics(line)
+
+
+@pytest.mark.slow
+def test_offline_trial_run_reads_back_with_step_metric_axes(tiny_model_dir, tmp_path):
+    """A tiny run logged offline, read back from its .wandb file: every chart row carries its own x-axis."""
+    raw = tiny_run_config(
+        tiny_model_dir,
+        train={"epochs": 2},
+        eval={"base": True},
+        tracking={"mode": "offline", "group": "demo-study", "project": "mathgpt-test"},
+    )
+    out = tmp_path / "run"
+    metrics = run_experiment(parse_config(raw), out)
+    run = read_offline_run(_offline_run(out), wait_s=30)
+    assert run["complete"]
+
+    assert run["config"]["lora"]["r"] == 4 and run["config"]["n_train"] == 32
+    assert run["config"]["study"] == "demo-study"
+    assert run["config"]["study_run_id"] == study_run_id("demo-study")
+    assert run["metrics"]["train/*"] == "train/step" and run["metrics"]["eval/*"] == "eval/examples_seen"
+    assert set(STEP_METRICS) <= set(run["metrics"])
+
+    train_rows = [r for r in run["history"] if "train/loss" in r]
+    eval_rows = [r for r in run["history"] if "eval/accuracy" in r]
+    assert train_rows and all("train/step" in r and "train/examples_seen" in r for r in train_rows)
+    steps = [r["train/step"] for r in train_rows]
+    assert steps == sorted(steps) and steps[0] > 0
+    # 32 examples, batch 2, logging every 2 steps: step s has seen 2*s examples (within one epoch's length)
+    assert all(r["train/examples_seen"] == 2 * r["train/step"] for r in train_rows)
+
+    lines = [json.loads(x) for x in (out / "epochs.jsonl").read_text().splitlines()]
+    assert (
+        [(r["eval/epoch"], r["eval/examples_seen"]) for r in eval_rows]
+        == [(ln["epoch"], ln["train_examples"]) for ln in lines]
+        == [(0, 0), (1, 32), (2, 64)]
+    )
+    for row, ln in zip(eval_rows, lines, strict=True):
+        assert row["eval/accuracy"] == ln["accuracy"]
+        assert [row["eval/ci95_lo"], row["eval/ci95_hi"]] == ln["ci95"]
+    assert run["summary"]["eval/accuracy"]["last"] == metrics["finetuned"]["accuracy"]
+    assert run["summary"]["n_train"] == 32

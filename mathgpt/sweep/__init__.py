@@ -47,7 +47,7 @@ from mathgpt.sweep.spec import (
     suggest,
     trial_config,
 )
-from mathgpt.sweep.tracking import console, fmt_s, log_study_table, summary_table
+from mathgpt.sweep.tracking import console, fmt_s, summary_table
 from mathgpt.sweep.trial import TrialFailed, make_objective, read_new_lines, run_bases, start_run
 from mathgpt.sweep.workers import run_workers
 
@@ -125,13 +125,30 @@ def run_sweep(
     if worker:
         return study
     console.print(summary_table(study))
-    cfg = parse_config(base_raw)
-    log_study_table(study, cfg.tracking.project, cfg.tracking.mode, out_dir)
-    if report:
-        from mathgpt.report import write_report  # matplotlib and statsmodels load only when a report is due
+    # The end of a study reaches right in the package order (docs/CONTRACTS.md), so these two imports stay
+    # here, lazy: neither module imports sweep, and matplotlib/statsmodels load only when a report is due.
+    from mathgpt.track_study import log_study
 
-        where = write_report(name, storage=url, out_dir=None, runs_dir=output_dir)
-        console.print(f"report written to {where}")
+    report_dir = None
+    if report:
+        from mathgpt.report import write_report
+
+        report_dir = write_report(study, None, storage_url=storage)
+        console.print(f"report written to {report_dir}")
+    cfg = parse_config(base_raw)
+    matrix = None
+    if report_dir is not None and (report_dir / "problems.csv").is_file():
+        import pandas as pd
+
+        matrix = pd.read_csv(report_dir / "problems.csv")
+    log_study(
+        study,
+        project=cfg.tracking.project,
+        mode=cfg.tracking.mode,
+        out_dir=out_dir,
+        report_dir=report_dir,
+        matrix=matrix,
+    )
     return study
 
 

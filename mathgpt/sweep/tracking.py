@@ -1,17 +1,13 @@
-"""What a sweep shows: one console line per event, the end-of-study table, and the W&B study table.
+"""What a sweep shows on the console: one line per event and the end-of-study table.
 
-``log_study_table`` is the pre-split W&B study run, kept as it was until ``mathgpt.track_study`` replaces it.
+The study's W&B run is ``mathgpt.track_study.log_study``.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import optuna
 from rich.console import Console
 from rich.table import Table
-
-from mathgpt import track
 
 console = Console(highlight=False, markup=False, soft_wrap=True)  # one line per event, even in a CI log
 
@@ -41,35 +37,3 @@ def summary_table(study: optuna.Study) -> Table:
         wall = fmt_s(t.user_attrs.get("wall_s", 0))
         table.add_row(str(t.number), _fmt_params(t.params), accs, value, state, wall)
     return table
-
-
-def log_study_table(study: optuna.Study, project: str, mode: str | None, out_dir: Path) -> None:
-    """One W&B run per study holding a table of all trials (each trial logged its own run already)."""
-    keys = ("data.train_size", "train.epochs", "lora.r", "lora.alpha", "train.learning_rate")
-    cols = ["trial", "state", *keys, "accuracy", "train_tokens", "wall_s"]
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        o, u = t.user_attrs.get("overrides", {}), t.user_attrs
-        rows.append(
-            [
-                t.number,
-                t.state.name,
-                *(o.get(k) for k in keys),
-                t.value,
-                u.get("train_tokens"),
-                u.get("wall_s"),
-            ]
-        )
-    config = {"sweep": study.user_attrs.get("sweep_config"), "base": study.user_attrs.get("base")}
-    name = f"{study.study_name}-study"
-    run = track.start_run(
-        project=project,
-        name=name,
-        group=study.study_name,
-        config=config,
-        mode=mode,
-        dir=out_dir,
-        job_type="sweep",
-    )
-    run.log_table("trials", cols, rows)
-    run.finish()

@@ -161,7 +161,6 @@ def store_base(study: optuna.Study, model: str, line: dict[str, Any], run_dir: P
             "select_fingerprint": pts.select_fingerprint(line),
             "general_ids": pts.general_ids(line),
             "checker_version": checker,
-            "eval_ids": [p["id"] for p in problems],  # legacy: the pre-contract report reads it
         }
         for key, value in fixed.items():
             study.set_user_attr(key, value)
@@ -175,8 +174,6 @@ def store_base(study: optuna.Study, model: str, line: dict[str, Any], run_dir: P
     bases = dict(attrs.get("bases") or {})
     bases[model] = point | {"dir": str(run_dir)}
     study.set_user_attr("bases", bases)
-    if "base" not in attrs:  # legacy: the pre-contract report reads one base
-        study.set_user_attr("base", bases[model])
 
 
 # ------------------------------------------------------------------------------------------- objective
@@ -217,7 +214,7 @@ def make_objective(
 
         def record(state: str) -> None:
             trial.set_user_attr("points", points)
-            trial.set_user_attr("epochs", points)  # legacy: the pre-contract report and bench read it
+            trial.set_user_attr("epochs", points)  # legacy: bench/sweep_compute.py still reads it
             trial.set_user_attr("train_tokens", points[-1].get("train_tokens", 0) if points else 0)
             trial.set_user_attr("wall_s", round(time.time() - t0, 2))
             if points and points[-1].get("checker_version"):

@@ -1,0 +1,88 @@
+"""A local dashboard with no account: ``optuna-dashboard`` served on 127.0.0.1 over a study's own storage.
+
+The study's storage is read where the sweep wrote it (the journal file under ``runs/<study>/`` or a
+PostgreSQL URL), so the page updates while a sweep runs. The server is optuna-dashboard's WSGI app under the
+standard library's threading WSGI server, quiet (no per-request lines), bound to loopback only: it has no
+authentication and its API can change trials.
+"""
+
+from __future__ import annotations
+
+import socketserver
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import optuna
+
+from mathgpt.config import ConfigError
+
+try:  # the study reader moves to mathgpt.storage (docs/CONTRACTS.md); older trees keep it in sweep
+    from mathgpt.storage import open_study
+except ImportError:  # pragma: no cover - depends on the tree this is merged into
+    from mathgpt.sweep import open_study
+
+HOST = "127.0.0.1"
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        pass
+
+
+class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a browser's keep-alive connection must not hold Ctrl-C up
+
+
+def study_storage(study_name: str, storage: str | None, runs_dir: str | Path) -> optuna.storages.BaseStorage:
+    """The study's storage, checked first by the project's one study reader (a bad name is one line)."""
+    open_study(study_name, storage, runs_dir)
+    if storage and "://" in storage:
+        return optuna.storages.RDBStorage(storage)
+    path = Path(storage) if storage else Path(runs_dir) / study_name / "journal.log"
+    backend = optuna.storages.journal.JournalFileBackend(str(path.resolve()))
+    return optuna.storages.JournalStorage(backend)
+
+
+def make_dashboard(
+    study_name: str, storage: str | None = None, runs_dir: str | Path = "runs", port: int = 8080
+) -> tuple[WSGIServer, str]:
+    """A bound (not yet serving) dashboard server and the URL of the study's page.
+
+    ``port=0`` takes a free port (tests). A port in use is one line, not a traceback.
+    """
+    from optuna_dashboard import wsgi
+
+    store = study_storage(study_name, storage, runs_dir)
+    study_id = store.get_study_id_from_name(study_name)
+    app = wsgi(store)
+    try:
+        server = make_server(HOST, port, app, server_class=_ThreadingServer, handler_class=_Quiet)
+    except OSError as err:
+        raise ConfigError(f"cannot listen on {HOST}:{port} ({err.strerror}); pass another --port") from None
+    url = f"http://{HOST}:{server.server_port}/dashboard/studies/{study_id}"
+    return server, url
+
+
+def start_in_thread(server: WSGIServer) -> threading.Thread:
+    """Serve in a daemon thread (tests, notebooks); stop with ``server.shutdown()``."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    return thread
+
+
+def serve(
+    study_name: str, storage: str | None = None, runs_dir: str | Path = "runs", port: int = 8080
+) -> int:
+    """``mathgpt dashboard``: print the URL, serve until Ctrl-C, then one line and exit code 0."""
+    server, url = make_dashboard(study_name, storage, runs_dir, port)
+    print(f"dashboard for study '{study_name}': {url}  (Ctrl-C stops it)", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        print("dashboard stopped", file=sys.stderr, flush=True)
+    finally:
+        server.server_close()
+    return 0

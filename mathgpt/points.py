@@ -1,0 +1,156 @@
+"""Evaluation points: one epochs.jsonl line, predictions rows and metrics summaries from a scored slice.
+
+Checker and generation fields (status, strict_correct, answered, truncated, ``EvalResult.gen``,
+``checker_version``) are read with defaults, so a record without them still yields a complete line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mathgpt.evaluate import EvalResult
+from mathgpt.stats import wilson_ci
+
+
+def _status(r: dict) -> str:
+    if r.get("status"):
+        return r["status"]
+    return "correct" if r["correct"] else ("no_answer" if r.get("extracted") is None else "wrong")
+
+
+def _answered(r: dict) -> int:
+    return int(r["answered"]) if "answered" in r else int(r.get("extracted") is not None)
+
+
+def slice_summary(records: list[dict]) -> dict:
+    """Accuracy and verdict counts of one slice's records (checker fields read with defaults before they land)."""
+    n = len(records)
+    k = sum(int(r["correct"]) for r in records)
+    strict = [int(r["strict_correct"]) for r in records if "strict_correct" in r]
+    return {
+        "accuracy": k / n if n else 0.0,
+        "ci95": list(wilson_ci(k, n)),
+        "n_eval": n,
+        "n_correct": k,
+        "strict_accuracy": sum(strict) / n if n and len(strict) == n else None,
+        "n_answered": sum(_answered(r) for r in records),
+        "n_truncated": sum(int(bool(r.get("truncated"))) for r in records),
+        "n_no_answer": sum(_status(r) == "no_answer" for r in records),
+        "n_ungradable": sum(_status(r) == "ungradable" for r in records),
+    }
+
+
+def by_set(records: list[dict]) -> dict[str, dict]:
+    sets: dict[str, list[dict]] = {}
+    for r in records:
+        sets.setdefault(r["eval_set"], []).append(r)
+    return {
+        name: {
+            "accuracy": sum(int(r["correct"]) for r in rs) / len(rs),
+            "n": len(rs),
+            "n_correct": sum(int(r["correct"]) for r in rs),
+            "n_answered": sum(_answered(r) for r in rs),
+        }
+        for name, rs in sets.items()
+    }
+
+
+def checker_version(res: EvalResult) -> str | None:
+    found = getattr(res, "checker_version", None)
+    if found is None:
+        from mathgpt import checker
+
+        found = getattr(checker, "CHECKER_VERSION", None)
+    return found
+
+
+@dataclass
+class Scored:
+    """One evaluation point's results on the report and selection slices (one generate call for both)."""
+
+    report: list[dict]
+    select: list[dict]
+    result: EvalResult  # the whole call: wall time, tokens/s, gen stats, checker version
+
+
+PER_PROBLEM = ("ids", "correct", "answered", "status")
+
+
+def point_line(
+    point: int, scored: Scored, info: dict, *, n_train: int, fingerprints: dict, train_wall_s: float
+) -> dict:
+    """One epochs.jsonl line (docs/CONTRACTS.md)."""
+    rep = scored.report
+    sel = None
+    if scored.select:
+        s = slice_summary(scored.select)
+        sel = {k: s[k] for k in ("accuracy", "ci95", "n_eval", "n_correct")}
+        sel["fingerprint"] = fingerprints["select"]
+    return {
+        "point": point,
+        "epoch": info["train_examples"] / n_train if n_train else 0.0,
+        "train_examples": info["train_examples"],
+        "optimizer_steps": info["optimizer_steps"],
+        "train_tokens": info["train_tokens"],
+        "train_wall_s": round(train_wall_s, 3),
+        "eval_wall_s": round(scored.result.wall_s, 3),
+        "loss": info["loss"],
+        **slice_summary(rep),
+        "ids": [r["id"] for r in rep],
+        "correct": [int(r["correct"]) for r in rep],
+        "answered": [_answered(r) for r in rep],
+        "status": [_status(r) for r in rep],
+        "fingerprint": fingerprints["eval"],
+        "by_set": by_set(rep),
+        "select": sel,
+        "general": {},  # eval.general hooks fill this (docs/CONTRACTS.md)
+        "checker_version": checker_version(scored.result),
+        "gen": getattr(scored.result, "gen", None),
+    }
+
+
+def prediction_rows(line: dict, scored: Scored, model_name: str, steps: dict[str, int | None]) -> list[dict]:
+    base = {"model": model_name, "point": line["point"], "epoch": line["epoch"]}
+    base["train_examples"] = line["train_examples"]
+    out = []
+    for slice_name, records in (("report", scored.report), ("select", scored.select)):
+        for r in records:
+            row = {**base, "slice": slice_name, **r}
+            row.setdefault("steps", steps.get(r["id"]))
+            row.setdefault("status", _status(r))
+            row.setdefault("answered", bool(_answered(r)))
+            out.append(row)
+    return out
+
+
+def sum_gen(lines: list[dict]) -> dict | None:
+    """Generation stats summed over points; rates recomputed from the summed seconds."""
+    gens = [ln["gen"] for ln in lines if ln.get("gen")]
+    if not gens:
+        return None
+    useful = sum(g.get("useful_tokens", 0) for g in gens)
+    slots = sum(g.get("slot_tokens", 0) for g in gens)
+    secs = sum(g["useful_tokens"] / g["useful_tokens_per_s"] for g in gens if g.get("useful_tokens_per_s"))
+    return {
+        "useful_tokens": useful,
+        "slot_tokens": slots,
+        "useful_fraction": useful / slots if slots else None,
+        "useful_tokens_per_s": useful / secs if secs else None,
+        "slot_tokens_per_s": slots / secs if secs else None,
+    }
+
+
+def without_lists(line: dict) -> dict:
+    out = {k: v for k, v in line.items() if k not in PER_PROBLEM}
+    out["general"] = {
+        name: {k: v for k, v in g.items() if k not in ("ids", "correct", "correct_norm")}
+        for name, g in line.get("general", {}).items()
+    }
+    return out
+
+
+def summary(line: dict | None) -> dict | None:
+    if line is None:
+        return None
+    keys = ("accuracy", "ci95", "n_correct", "strict_accuracy", "n_answered", "n_truncated", "n_no_answer")
+    return {k: line[k] for k in (*keys, "n_ungradable")}

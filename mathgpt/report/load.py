@@ -1,0 +1,223 @@
+"""Study -> per-problem matrix and point table (docs/CONTRACTS.md: "Optuna study" in, "Per-problem matrix" out).
+
+Pure: reads only the study object's trials and user attributes, never run folders. Every point pairs with its
+own model's base run by fingerprint (same report-slice ids in the same order); a mismatch is refused with one
+line naming both fingerprints, because pairing different problems would make every McNemar test meaningless.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from mathgpt.data import DataError
+from mathgpt.stats import wilson_ci
+
+MATRIX_COLUMNS = [
+    "model",
+    "trial",
+    "seed",
+    "point",
+    "train_examples",
+    "epoch",
+    "lora_r",
+    "learning_rate",
+    "batch_size",
+    "mix_fraction",
+    "eval_set",
+    "level",
+    "subject",
+    "steps",
+    "problem_id",
+    "correct",
+    "answered",
+    "status",
+]
+# Knobs that define a "setting": everything a point ran with except its seed and its data size.
+SETTING = ["lora_r", "learning_rate", "batch_size", "mix_fraction", "epoch"]
+OVERRIDE_COLUMNS = {
+    "model.name": "model",
+    "seed": "seed",
+    "data.train_size": "train_size",
+    "train.epochs": "epochs",
+    "train.batch_size": "batch_size",
+    "lora.r": "lora_r",
+    "lora.alpha": "lora_alpha",
+    "train.learning_rate": "learning_rate",
+}
+
+
+class PairingError(DataError):
+    """A point cannot be paired with its base run (different problems or order)."""
+
+
+@dataclass
+class StudyData:
+    """What the report reads from a study: the matrix, one row per point, and the study's settings."""
+
+    name: str
+    matrix: pd.DataFrame  # MATRIX_COLUMNS, one row per (point or base, problem)
+    points: pd.DataFrame  # one row per point (base rows: trial NA, train_examples 0)
+    problems: pd.DataFrame  # eval_problems: id, eval_set, level, subject, steps (in `correct` order)
+    delta: float = 0.03
+    alpha: float = 0.05
+    power: float = 0.8
+    states: dict[str, int] = field(default_factory=dict)
+    select_fingerprint: str | None = None
+    eval_fingerprint: str | None = None
+    fail_reasons: dict[int, str] = field(default_factory=dict)
+
+
+def _mix_fraction(value: Any) -> float:
+    if isinstance(value, Mapping):
+        return float(value.get("fraction") or 0.0)
+    return 0.0 if value is None else float(value)
+
+
+def _point_row(line: Mapping[str, Any], n_problems: int) -> dict[str, Any]:
+    correct = line.get("correct")
+    n = len(correct) if correct is not None else (line.get("n_eval") or n_problems)
+    k = int(sum(correct)) if correct is not None else line.get("n_correct")
+    if k is None and line.get("accuracy") is not None and n:
+        k = round(float(line["accuracy"]) * n)
+    lo, hi = wilson_ci(int(k), int(n)) if n and k is not None else (math.nan, math.nan)
+    select = line.get("select") or {}
+    answered = line.get("answered")
+    return {
+        "point": line.get("point", 0),
+        "train_examples": line.get("train_examples", 0),
+        "epoch": float(line.get("epoch", 0.0)),
+        "optimizer_steps": line.get("optimizer_steps"),
+        "train_tokens": line.get("train_tokens"),
+        "loss": line.get("loss"),
+        "n": n,
+        "n_correct": k,
+        "accuracy": (k / n) if n and k is not None else math.nan,
+        "ci_lo": lo,
+        "ci_hi": hi,
+        "n_answered": line.get("n_answered", int(sum(answered)) if answered is not None else None),
+        "n_truncated": line.get("n_truncated"),
+        "select_accuracy": select.get("accuracy"),
+        "select_n": select.get("n_eval"),
+        "fingerprint": line.get("fingerprint"),
+        "general": line.get("general") or {},
+        "_correct": correct,
+        "_answered": answered,
+        "_status": line.get("status"),
+    }
+
+
+def _check_pair(model: str, where: str, fp: str | None, base_fp: str | None) -> None:
+    if fp is None or base_fp is None or fp != base_fp:
+        raise PairingError(
+            f"cannot pair {where} with the base of model '{model}': report-slice fingerprint {fp} differs "
+            f"from the base's {base_fp} (different problems or order; rerun on the study's slice)"
+        )
+
+
+def load_study(study: optuna.Study) -> StudyData:
+    """Read a study written per docs/CONTRACTS.md into a StudyData; refuses points that cannot be paired."""
+    attrs = study.user_attrs
+    problems = pd.DataFrame(attrs.get("eval_problems") or [])
+    for col in ("id", "eval_set", "level", "subject", "steps"):
+        if col not in problems:
+            problems[col] = None
+    n_problems = len(problems)
+    bases: dict[str, Any] = attrs.get("bases") or {}
+    report_cfg = (attrs.get("sweep_config") or {}).get("report") or {}
+    rows: list[dict[str, Any]] = []
+    for model, base in bases.items():
+        row = _point_row(base, n_problems)
+        rows.append(
+            row
+            | {"model": model, "trial": pd.NA, "state": "BASE", "seed": pd.NA, "train_examples": 0}
+            | {"trial_dir": base.get("dir")}
+        )
+    states: dict[str, int] = {}
+    fails: dict[int, str] = {}
+    only_model = next(iter(bases)) if len(bases) == 1 else None
+    for t in study.get_trials(deepcopy=False):
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+        if t.user_attrs.get("fail_reason"):
+            fails[t.number] = str(t.user_attrs["fail_reason"])
+        over = {**t.params, **(t.user_attrs.get("overrides") or {})}
+        knobs = {col: over.get(key) for key, col in OVERRIDE_COLUMNS.items()}
+        knobs["model"] = knobs["model"] or only_model
+        knobs["mix_fraction"] = _mix_fraction(over.get("data.mix"))
+        knobs["trial_dir"] = t.user_attrs.get("trial_dir")
+        for line in t.user_attrs.get("points") or []:
+            if not line.get("train_examples"):
+                continue  # a trial's own base point: the study's per-model base is the one zero point
+            row = _point_row(line, n_problems) | knobs | {"trial": t.number, "state": t.state.name}
+            if row["_correct"] is not None:
+                if row["model"] not in bases:
+                    raise PairingError(
+                        f"trial {t.number}: no base run for model '{row['model']}' in the study"
+                    )
+                if len(row["_correct"]) != n_problems:
+                    raise PairingError(
+                        f"trial {t.number} point {row['point']}: {len(row['_correct'])} results for the "
+                        f"study's {n_problems} report problems"
+                    )
+                where = f"trial {t.number} point {row['point']}"
+                _check_pair(row["model"], where, row["fingerprint"], bases[row["model"]].get("fingerprint"))
+            rows.append(row)
+    columns = list(_point_row({}, 0)) + ["model", "trial", "state", "seed", "mix_fraction", "trial_dir"]
+    columns += [c for c in OVERRIDE_COLUMNS.values() if c not in columns]
+    points = pd.DataFrame(rows).reindex(columns=columns)
+    points["trial"] = points["trial"].astype("Int64")
+    points["epoch"] = points["epoch"].astype(float).round(6)
+    matrix = build_matrix(points, problems)
+    return StudyData(
+        name=study.study_name,
+        matrix=matrix,
+        points=points.reset_index(drop=True),
+        problems=problems,
+        delta=float(report_cfg.get("delta", 0.03)),
+        alpha=float(report_cfg.get("alpha", 0.05)),
+        power=float(report_cfg.get("power", 0.8)),
+        states=states,
+        select_fingerprint=attrs.get("select_fingerprint"),
+        eval_fingerprint=attrs.get("eval_fingerprint"),
+        fail_reasons=fails,
+    )
+
+
+def build_matrix(points: pd.DataFrame, problems: pd.DataFrame) -> pd.DataFrame:
+    """The per-problem matrix: one row per (point with per-problem results, problem), contract columns."""
+    frames = []
+    n = len(problems)
+    for _, p in points.iterrows():
+        if p.get("_correct") is None or not isinstance(p["_correct"], list | tuple):
+            continue
+        answered = p["_answered"] if isinstance(p.get("_answered"), list | tuple) else [np.nan] * n
+        status = p["_status"] if isinstance(p.get("_status"), list | tuple) else [None] * n
+        block = {
+            col: [p.get(col)] * n
+            for col in MATRIX_COLUMNS
+            if col
+            not in {"eval_set", "level", "subject", "steps", "problem_id", "correct", "answered", "status"}
+        }
+        block |= {
+            "eval_set": problems["eval_set"].tolist(),
+            "level": problems["level"].tolist(),
+            "subject": problems["subject"].tolist(),
+            "steps": problems["steps"].tolist(),
+            "problem_id": problems["id"].tolist(),
+            "correct": [int(c) for c in p["_correct"]],
+            "answered": list(answered),
+            "status": list(status),
+        }
+        frames.append(pd.DataFrame(block))
+    if not frames:
+        return pd.DataFrame(columns=MATRIX_COLUMNS)
+    out = pd.concat(frames, ignore_index=True)[MATRIX_COLUMNS]
+    out["trial"] = out["trial"].astype("Int64")
+    out["seed"] = out["seed"].astype("Int64")
+    return out

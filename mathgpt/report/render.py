@@ -1,0 +1,214 @@
+"""Files: turns the analysis into report.md / report.html (jinja2 templates), the figures and the CSVs."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from mathgpt.report import analysis as an
+from mathgpt.report import effects as ef
+from mathgpt.report import figures
+from mathgpt.report.examples import side_by_side
+from mathgpt.report.load import MATRIX_COLUMNS, StudyData, load_study
+from mathgpt.report.tables import _num, _pct, _pts, analyse, answer_csv, answer_sentence, points_table, tables
+
+FIGURES = [
+    "scaling.png",
+    "rates.png",
+    "learning.png",
+    "knobs.png",
+    "importances.png",
+    "breakdown.png",
+    "tradeoff.png",
+]
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    head = "| " + " | ".join(map(str, df.columns)) + " |\n|" + " --- |" * len(df.columns)
+    body = [
+        "| " + " | ".join(_num(v).replace("|", "\\|") for v in row) + " |"
+        for row in df.itertuples(index=False)
+    ]
+    return "\n".join([head, *body])
+
+
+def _html_table(df: pd.DataFrame) -> str:
+    from markupsafe import escape
+
+    head = "".join(f"<th>{escape(str(c))}</th>" for c in df.columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape(_num(v))}</td>" for v in row) + "</tr>"
+        for row in df.itertuples(index=False)
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def write_report(
+    study: optuna.Study,
+    out_dir: str | Path | None = None,
+    *,
+    storage_url: str | None = None,
+    n_boot: int = an.N_BOOT,
+) -> Path:
+    """Write report.md, report.html, the figures, problems.csv, trials.csv and answer.csv for a study."""
+    if not isinstance(study, optuna.Study):  # the pre-split API took a study name and a storage
+        raise TypeError(
+            f"write_report takes an optuna.Study, not {type(study).__name__}: open it with "
+            "mathgpt.storage.open_study(name, storage, runs_dir)"
+        )
+    data = load_study(study)
+    out = Path(out_dir) if out_dir is not None else Path("analysis") / data.name
+    out.mkdir(parents=True, exist_ok=True)
+    results = analyse(data, n_boot)
+    effects = ef.knob_effects(data)
+    general = ef.general_change(data)
+    models = an.models(data)
+    breakdown = (
+        pd.concat([ef.breakdown(data, m) for m in models], ignore_index=True) if models else pd.DataFrame()
+    )
+    found, importance_text = ef.importances(study)
+    pngs = {
+        "scaling.png": (
+            figures.scaling(data, results) if models else None,
+            "Accuracy against training examples per benchmark: faint marks are single points (offset by setting, 95% Wilson bars); the line is the chosen setting's mean over seeds with its 95% CI, the shaded band the range over seeds, the hatched band the log-linear fit's 95% band, stars the sizes that clear +Δ in the fixed sequence; dashed: each model's base with its 95% CI.",
+        ),
+        "rates.png": (
+            figures.rates(data),
+            "Accuracy, answered rate and truncated rate per data size (all points pooled, 95% Wilson bars; dashed: base). A rise in answered with flat accuracy is format learning, not math.",
+        ),
+        "learning.png": (
+            figures.learning(data),
+            "Each trial's evaluated points: accuracy with 95% Wilson bars, and training loss.",
+        ),
+        "knobs.png": (
+            figures.knobs(effects),
+            "Knob effects as paired differences (same seed, other knobs equal) with 95% CIs; panels only for knobs that vary.",
+        ),
+        "importances.png": (figures.importance(found) if found else None, importance_text),
+        "breakdown.png": (
+            figures.breakdown(breakdown) if not breakdown.empty else None,
+            "Accuracy by MATH level and subject and by synthetic step count, base and each data size's chosen setting, 95% CIs (first model).",
+        ),
+        "tradeoff.png": (
+            figures.tradeoff(general),
+            "Math gain against general-ability change for every point with general results, both paired against the base with 95% CIs.",
+        ),
+    }
+    figs = []
+    for name in FIGURES:
+        png, caption = pngs[name]
+        (out / name).unlink(missing_ok=True)  # a figure this study no longer has must not linger from a rerun
+        if png is not None:
+            (out / name).write_bytes(png)
+            figs.append({"name": name, "caption": caption, "b64": base64.b64encode(png).decode("ascii")})
+    tbl = tables(data, results, effects, general)
+    if not breakdown.empty:
+        tbl["breakdown"] = pd.DataFrame(
+            {
+                "model": breakdown["model"],
+                "subset": breakdown["group"],
+                "examples": breakdown["train_examples"],
+                "n": breakdown["n"],
+                "accuracy": [
+                    f"{_pct(a)} [{_pct(max(lo, 0))}, {_pct(min(hi, 1))}]"
+                    for a, lo, hi in zip(breakdown["accuracy"], breakdown["lo"], breakdown["hi"], strict=True)
+                ],
+                "gain (pts)": [
+                    f"{_pts(g)} [{_pts(lo)}, {_pts(hi)}]" if e else ""
+                    for g, lo, hi, e in zip(
+                        breakdown["gain"],
+                        breakdown["gain_lo"],
+                        breakdown["gain_hi"],
+                        breakdown["train_examples"],
+                        strict=True,
+                    )
+                ],
+            }
+        )
+    trials = points_table(data)
+    data.matrix[MATRIX_COLUMNS].to_csv(out / "problems.csv", index=False)
+    trials.to_csv(out / "trials.csv", index=False)
+    answer_csv(results).to_csv(out / "answer.csv", index=False)
+    shown = []
+    for model, per in results.items():
+        tests = next(iter(per.values()))["tests"] if per else pd.DataFrame()
+        if not tests.empty:
+            answer = next(iter(per.values()))["answer"].size
+            pairs = side_by_side(data, model, answer or int(tests["train_examples"].max()))
+            shown += [pairs | {"model": model}] if pairs else []
+    context = _context(study, data, results, tbl, figs, storage_url) | {"examples": shown}
+    context = context | {"importance_note": importance_text}
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["md_table"] = _md_table
+    env.filters["html_table"] = _html_table
+    (out / "report.md").write_text(env.get_template("report.md.j2").render(**context))
+    (out / "report.html").write_text(env.get_template("report.html.j2").render(**context))
+    return out
+
+
+def _context(
+    study: optuna.Study,
+    data: StudyData,
+    results: dict[str, Any],
+    tbl: dict[str, pd.DataFrame],
+    figs: list[dict],
+    storage_url: str | None,
+) -> dict[str, Any]:
+    models = list(results)
+    primary = [b for b in an.benchmarks(data) if b != "all sets (pooled)"]
+    lines = (
+        []
+        if models
+        else [
+            "No base run is stored in this study yet (study attribute `bases`), so nothing can be paired with it."
+        ]
+    )
+    for model in models:
+        text = " ".join(answer_sentence(data, b, results[model][b]) for b in primary)
+        lines.append(f"{model}: {text}" if len(models) > 1 else text)
+    sel = an.choose(data)
+    on_report = bool(len(sel)) and (sel["selected_on"] == "report").any()
+    counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(data.states.items())) or "no trials yet"
+    steps = (
+        data.points[data.points["trial"].notna()]
+        .groupby("train_examples")[["batch_size", "optimizer_steps"]]
+        .agg(lambda s: ", ".join(sorted({_num(v) for v in s if pd.notna(v)}, key=str)))
+    )
+    dashboard = f"mathgpt dashboard {data.name}" + (f" --storage {storage_url}" if storage_url else "")
+    return {
+        "title": f"MathGPT report: {data.name}",
+        "name": data.name,
+        "lines": lines,
+        "summary": f"{len(study.trials)} trials ({counts}); {len(data.problems)} report problems per model ({', '.join(f'{b}: {int(m.sum())}' for b, m in an.benchmarks(data).items())}); models: {', '.join(models) or 'none'}.",
+        "partial": data.states.get("RUNNING", 0),
+        "delta": 100 * data.delta,
+        "alpha": data.alpha,
+        "power": int(100 * data.power),
+        "selected_on_report": on_report,
+        "select_fingerprint": data.select_fingerprint or "not recorded",
+        "eval_fingerprint": data.eval_fingerprint or "not recorded",
+        "design": pd.DataFrame(
+            {
+                "examples": steps.index,
+                "batch size": steps["batch_size"],
+                "optimizer steps": steps["optimizer_steps"],
+            }
+        )
+        if len(steps)
+        else None,
+        "tables": tbl,
+        "figures": figs,
+        "dashboard": dashboard,
+        "fails": data.fail_reasons,
+    }

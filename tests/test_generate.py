@@ -1,0 +1,82 @@
+"""The dropping decode loop against transformers' static generate, on the tiny random model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from mathgpt.config import LoraSettings
+from mathgpt.generate import GenStats, generate, sum_stats
+from mathgpt.model import add_lora, load_tokenizer
+
+
+def _model(tiny_model_dir, eos_bias: float):
+    """The tiny model with a bias towards EOS, so rows finish at different steps (a random model rarely stops)."""
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    with torch.no_grad():
+        model.lm_head.weight[2] += eos_bias * model.model.norm.weight.sign()
+    return model
+
+
+PROMPTS = [f"Question {i}: what is {i} + {3 * i}? " + "x" * (i % 5) for i in range(12)]
+
+
+@pytest.mark.parametrize("eos_bias", [0.0, 0.01, 0.05])
+@pytest.mark.parametrize("batch_size", [12, 5])
+def test_drop_matches_static_generate(tiny_model_dir, eos_bias, batch_size):
+    tok = load_tokenizer(str(tiny_model_dir))
+    model = _model(tiny_model_dir, eos_bias)
+    kw = dict(max_new_tokens=24, batch_size=batch_size)
+    static, s_stats = generate(model, tok, PROMPTS, mode="static", **kw)
+    drop, d_stats = generate(model, tok, PROMPTS, mode="drop", **kw)
+    assert drop == static  # text, n_tokens and truncated, row by row
+    assert d_stats.useful_tokens == s_stats.useful_tokens == sum(g.n_tokens for g in drop)
+    # Every row-step of the dropping loop is kept; the static path pays for finished rows.
+    assert d_stats.slot_tokens == d_stats.useful_tokens
+    assert s_stats.slot_tokens >= s_stats.useful_tokens
+
+
+def test_rows_finish_at_different_steps_and_truncation_is_flagged(tiny_model_dir):
+    """Guards the test above: with a bias, rows stop at different steps, and some hit the cap."""
+    tok = load_tokenizer(str(tiny_model_dir))
+    kw = dict(max_new_tokens=24, batch_size=12, mode="static")
+    varied, stats = generate(_model(tiny_model_dir, 0.05), tok, PROMPTS, **kw)
+    assert len({g.n_tokens for g in varied}) > 2 and stats.useful_fraction < 0.8
+    capped, _ = generate(_model(tiny_model_dir, 0.01), tok, PROMPTS, **kw)
+    assert {g.truncated for g in capped} == {True, False}
+    assert all(g.truncated == (g.n_tokens == 24) for g in varied + capped)
+
+
+def test_drop_matches_static_with_a_peft_model(tiny_model_dir):
+    tok = load_tokenizer(str(tiny_model_dir))
+    model = add_lora(_model(tiny_model_dir, 0.05), LoraSettings(r=4, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():  # a non-zero adapter, so the LoRA path changes the outputs
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    kw = dict(max_new_tokens=16, batch_size=12)
+    assert (
+        generate(model, tok, PROMPTS, mode="drop", **kw)[0]
+        == generate(model, tok, PROMPTS, mode="static", **kw)[0]
+    )
+
+
+def test_stats_record_and_sum():
+    s = GenStats(useful_tokens=80, slot_tokens=100, wall_s=2.0)
+    assert s.as_dict() == {
+        "useful_tokens": 80,
+        "slot_tokens": 100,
+        "useful_fraction": 0.8,
+        "useful_tokens_per_s": 40.0,
+        "slot_tokens_per_s": 50.0,
+    }
+    total = sum_stats([s, GenStats(20, 20, 1.0)])
+    assert (total.useful_tokens, total.slot_tokens, total.wall_s) == (100, 120, 3.0)
+
+
+def test_bad_mode_is_refused(tiny_model_dir):
+    tok = load_tokenizer(str(tiny_model_dir))
+    with pytest.raises(ValueError, match="mode"):
+        generate(None, tok, ["a"], max_new_tokens=1, batch_size=1, mode="beam")

@@ -1,0 +1,149 @@
+"""Evaluation points on the tiny model: evaluation leaves training untouched, and the model after k examples
+of a sequential run is the model a separate k-example run gives (what eval.at_examples relies on)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from mathgpt.cli import main
+from mathgpt.config import parse_config
+from tests.conftest import tiny_run_config
+
+
+def _setup(model_dir, **train):
+    from mathgpt.model import add_lora, load_model, load_tokenizer
+    from mathgpt.run import load_data, seed_everything
+
+    cfg = parse_config(
+        tiny_run_config(model_dir, train={"lr_scheduler": "constant", "logging_steps": 1, **train})
+    )
+    seed_everything(cfg.seed)
+    tok = load_tokenizer(cfg.model.name)
+    model = add_lora(load_model(cfg.model, "cpu"), cfg.lora)
+    return cfg, tok, model, load_data(cfg)
+
+
+def _args(cfg, tmp_path):
+    from mathgpt.train import training_args
+
+    return training_args(cfg.train, out_dir=tmp_path, seed=cfg.seed, device="cpu", dtype="float32")
+
+
+def _snapshot(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("copy_merge", [True, False])
+def test_evaluation_leaves_weights_and_rng_bit_identical(tiny_model_dir, tmp_path, monkeypatch, copy_merge):
+    from mathgpt import run
+    from mathgpt.train import tokenize, train
+
+    cfg, tok, model, rd = _setup(tiny_model_dir, learning_rate=5e-2)
+    train(model, tok, tokenize(rd.train[:8], tok, "plain", 256), _args(cfg, tmp_path))  # B != 0 from here
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in model.state_dict().items())
+    if not copy_merge:
+        monkeypatch.setattr(run, "COPY_MERGE_MAX_BYTES", 0)  # the big-model path: adapter unmerged
+    before = _snapshot(model)
+    rng = (random.getstate(), torch.get_rng_state())
+    scored = run.score(model, tok, cfg, rd, "check")
+    after = _snapshot(model)
+    assert len(scored.report) == 8
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert random.getstate() == rng[0] and torch.equal(torch.get_rng_state(), rng[1])
+    assert not any(getattr(m, "merged", False) for m in model.modules())
+
+
+def test_training_losses_identical_with_and_without_evaluation(tiny_model_dir, tmp_path):
+    from mathgpt import run
+    from mathgpt.train import tokenize, train
+
+    def losses(evaluate_each_epoch: bool) -> tuple[list[float], dict]:
+        cfg, tok, model, rd = _setup(tiny_model_dir, epochs=2, learning_rate=5e-3)
+        logged: list[float] = []
+
+        def on_point(m, info):
+            m.eval()
+            run.score(m, tok, cfg, rd, "epoch")
+
+        train(
+            model,
+            tok,
+            tokenize(rd.train, tok, "plain", 256),
+            _args(cfg, tmp_path),
+            on_point=on_point,
+            point_epochs={1, 2} if evaluate_each_epoch else set(),
+            on_log=lambda logs, step: logged.append(logs["loss"]) if "loss" in logs else None,
+        )
+        return logged, _snapshot(model)
+
+    with_eval, w1 = losses(True)
+    without, w2 = losses(False)
+    assert len(with_eval) == 32 and with_eval == without
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
+def test_adapter_after_k_examples_equals_a_k_example_run(tiny_model_dir, tmp_path):
+    from mathgpt.train import tokenize, train
+
+    def lora(model) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k}
+
+    cfg, tok, model, rd = _setup(tiny_model_dir, order="sequential", learning_rate=5e-3)
+    rows = tokenize(rd.train, tok, "plain", 256)
+    at_k: dict[int, dict] = {}
+    seen: list[dict] = []
+
+    def on_point(m, info):
+        at_k[info["train_examples"]] = lora(m)
+        seen.append(info)
+
+    train(model, tok, rows, _args(cfg, tmp_path), order="sequential", on_point=on_point, point_steps={4, 8})
+    assert [i["train_examples"] for i in seen] == [8, 16, 32] and [i["optimizer_steps"] for i in seen] == [
+        4,
+        8,
+        16,
+    ]
+    assert seen[1]["train_tokens"] == sum(len(r["input_ids"]) for r in rows[:16])
+
+    for k in (8, 16):
+        cfg_k, tok, model_k, _ = _setup(tiny_model_dir, order="sequential", learning_rate=5e-3)
+        train(model_k, tok, rows[:k], _args(cfg_k, tmp_path), order="sequential")
+        alone = lora(model_k)
+        assert alone.keys() == at_k[k].keys()
+        assert all(torch.allclose(alone[n], at_k[k][n], atol=1e-6) for n in alone), k
+    assert any(not torch.allclose(at_k[8][n], at_k[16][n]) for n in at_k[8])  # the points differ
+
+
+def test_at_examples_run_writes_one_point_per_size(tiny_model_dir, tmp_path, write_config):
+    raw = tiny_run_config(
+        tiny_model_dir,
+        train={"order": "sequential", "lr_scheduler": "constant", "min_steps": 4},
+        eval={"at_examples": [8, 16], "base": False},
+    )
+    out = tmp_path / "o"
+    assert main(["run", str(write_config(raw)), "--output-dir", str(out)]) == 0
+    lines = [json.loads(x) for x in (out / "epochs.jsonl").read_text().splitlines()]
+    assert [ln["point"] for ln in lines] == [1, 2, 3]
+    assert [ln["train_examples"] for ln in lines] == [8, 16, 32]
+    assert [ln["optimizer_steps"] for ln in lines] == [4, 8, 16]
+    assert [ln["epoch"] for ln in lines] == [0.25, 0.5, 1.0]
+    assert lines[0]["train_tokens"] < lines[1]["train_tokens"] < lines[2]["train_tokens"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["finetuned"]["accuracy"] == lines[-1]["accuracy"]
+
+
+def test_sequential_order_trains_in_the_nested_prefix_order(tiny_model_dir):
+    from mathgpt.train import CompletionTrainer, WholeSetLengthSampler
+
+    rows = [{"input_ids": [0] * n, "n_prompt": 1} for n in (5, 9, 3, 7, 9, 2, 8, 4)]
+    seq = CompletionTrainer._get_train_sampler.__get__(type("T", (), {"order": "sequential"})())(rows)
+    assert list(seq) == list(range(8))
+    grouped = list(WholeSetLengthSampler([len(r["input_ids"]) for r in rows], 2, seed=0))
+    assert sorted(grouped) == list(range(8)) and grouped != list(range(8))
+    widths = [sorted(len(rows[i]["input_ids"]) for i in grouped[j : j + 2]) for j in range(0, 8, 2)]
+    assert sorted(widths) == [[2, 3], [4, 5], [7, 8], [9, 9]]  # batches of neighbours in length
+    assert grouped != list(WholeSetLengthSampler([len(r["input_ids"]) for r in rows], 2, seed=1))
