@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from mathgpt.checker import CHECKER_VERSION, Verdict, grade
+from mathgpt.checker import CHECKER_VERSION, Verdict, grade_both
 from mathgpt.data import Example
 from mathgpt.generate import generate
 from mathgpt.prompts import format_prompt
@@ -67,8 +67,7 @@ def evaluate(
     )
     records = []
     for (set_name, ex), gen in zip(problems, gens, strict=True):
-        verdict = grade(ex.answer, gen.text, ex.grader)
-        strict = grade(ex.answer, gen.text, ex.grader, mode="strict")
+        verdict, strict = grade_both(ex.answer, gen.text, ex.grader)
         records.append(
             {
                 "id": ex.id,

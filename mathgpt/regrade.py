@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mathgpt.checker import CHECKER_VERSION, grade
+from mathgpt.checker import CHECKER_VERSION, grade_both
 from mathgpt.data import DataError
 
 _GRADED = ("extracted", "correct", "status", "reason", "strict_correct", "answered")
@@ -28,8 +28,7 @@ def regrade_record(record: dict) -> dict:
     for key in ("gold", "output"):
         if key not in record:
             raise DataError(f"prediction record {record.get('id', '?')} has no {key!r} field")
-    flexible = grade(record["gold"], record["output"], _dataset(record))
-    strict = grade(record["gold"], record["output"], _dataset(record), mode="strict")
+    flexible, strict = grade_both(record["gold"], record["output"], _dataset(record))
     before = {k: record[k] for k in _GRADED if k in record}
     before.setdefault("status", "correct" if record.get("correct") else "wrong")
     return {

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mathgpt.checker import CHECKER_VERSION, Verdict, grade, pool, warm_up
+from mathgpt.checker import CHECKER_VERSION, Verdict, grade, grade_both, pool, warm_up
 from mathgpt.cli import main
 from mathgpt.config import ConfigError
 from mathgpt.evaluate import verdict_counts, verdict_fields
@@ -166,3 +166,44 @@ def test_regrade_bad_path_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["regrade", str(tmp_path / "missing")]) == 2
     assert main(["regrade", str(tmp_path)]) == 2
     assert capsys.readouterr().err.count("mathgpt: error:") == 2
+
+
+@pytest.mark.parametrize(
+    "response",
+    ["The answer is 18.", "So she has **18**.", "The answer is 17.\nSo she makes **18**.", "no idea"],
+    ids=["same-answer", "flexible-only", "different-answers", "none"],
+)
+def test_grade_both_matches_two_calls(response: str) -> None:
+    flexible, strict = grade_both("18", response, "gsm8k")
+    assert flexible == grade("18", response, "gsm8k")
+    assert strict == grade("18", response, "gsm8k", mode="strict")
+
+
+def test_evaluate_records_every_verdict_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from mathgpt import evaluate as ev
+    from mathgpt.data import Example
+
+    outputs = ["The answer is 18.", "So she has **7**.", "no idea", "\\boxed{\\pm 3}"]
+    monkeypatch.setattr(ev, "generate", lambda *a, **k: ([SimpleNamespace(text=t) for t in outputs], 10.0))
+    examples = [
+        Example("g0", "q", "s", "18", "gsm8k"),
+        Example("g1", "q", "s", "7", "gsm8k"),
+        Example("g2", "q", "s", "5", "gsm8k"),
+        Example("m0", "q", "s", "3, -3", "math"),
+    ]
+    res = ev.evaluate(
+        None,
+        None,
+        [ev.EvalSet("mix", examples)],
+        prompt_format="plain",
+        max_new_tokens=8,
+        batch_size=4,
+        desc="t",
+    )
+    assert [r["status"] for r in res.records] == ["correct", "correct", "no_answer", "correct"]
+    assert [r["strict_correct"] for r in res.records] == [True, False, False, True]
+    assert all(r["reason"] for r in res.records)
+    assert (res.n_correct, res.n_answered, res.n_no_answer, res.n_ungradable) == (3, 3, 1, 0)
+    assert (res.accuracy, res.strict_accuracy, res.checker_version) == (0.75, 0.5, CHECKER_VERSION)

@@ -37,6 +37,7 @@ __all__ = [
     "extract_answer",
     "gold_answer",
     "grade",
+    "grade_both",
     "is_correct",
     "parse_answer",
     "warm_up",
@@ -90,6 +91,14 @@ def grade(gold: str, response: str, dataset: str, *, mode: str = "flexible") -> 
     if why:  # a comparison that could not finish is not evidence of a wrong answer
         return Verdict(False, "ungradable", extracted, why)
     return Verdict(False, "wrong", extracted, "not equal")
+
+
+def grade_both(gold: str, response: str, dataset: str) -> tuple[Verdict, Verdict]:
+    """(flexible, strict) verdicts; the strict one reuses the flexible one when both read the same answer."""
+    flexible = grade(gold, response, dataset)
+    if extract_answer(response, dataset, mode="strict") == flexible.extracted:
+        return flexible, flexible
+    return flexible, grade(gold, response, dataset, mode="strict")
 
 
 def is_correct(gold: str, response: str, dataset: str, *, mode: str = "flexible") -> bool:

@@ -24,7 +24,11 @@ def _check_dataset(dataset: str) -> None:
         raise ConfigError(f"unknown checker dataset {dataset!r} (expected one of {', '.join(DATASETS)})")
 
 
-_CONTINUATION = re.compile(r"\n\s*(?:question|problem|q|human|user|###\s*instruction)\s*[:.]", re.I)
+_CONTINUATION = re.compile(
+    r"\n\s*(?:question|problem|exercise|q|human|user|###\s*instruction)\s*\d*\s*[:.]", re.I
+)
+# "17\nExplanation: ...": a response that opens with its answer on a line of its own (policy answer_first).
+_EXPLAINS = re.compile(r"(?:explanation|reasoning|solution)[ \t]*:", re.I)
 _PHRASE = re.compile(
     r"(?:final\s+answer|\banswer)[\s*]*(?:is|was|would\s+be|will\s+be|should\s+be|[:=])[\s*:]*", re.I
 )
@@ -222,7 +226,8 @@ def extract_answer(response: str, dataset: str, *, mode: str = "flexible") -> st
             for (_, prev_end, prev_kind, prev_span), (next_start, *_) in zip(
                 found[-2::-1], found[:0:-1], strict=False
             ):
-                if prev_kind != "boxed" or not _BOX_GAP.fullmatch(text[prev_end:next_start]):
+                gap = text[prev_end:next_start]
+                if prev_kind != "boxed" or len(gap) > 40 or not _BOX_GAP.fullmatch(gap):
                     break
                 side_by_side.insert(0, prev_span)
             span = ", ".join(side_by_side)
@@ -238,6 +243,9 @@ def extract_answer(response: str, dataset: str, *, mode: str = "flexible") -> st
     stripped = text.strip().rstrip(".").strip()
     if _is_bare_answer(stripped):
         return stripped
+    first, _, rest = text.strip().partition("\n")
+    if _EXPLAINS.match(rest.lstrip()) and _is_bare_answer(first.strip().rstrip(".").strip()):
+        return first.strip().rstrip(".").strip()
     return _conclusion_answer(text)
 
 
