@@ -42,6 +42,7 @@ import gc
 import json
 import os
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -50,15 +51,17 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from mathgpt.config import LoraSettings, TrainConfig
-from mathgpt.generate import generate
 from mathgpt.model import KNOWN_CONFIGS, add_lora, apply_liger, count_parameters
 from mathgpt.train import IGNORE, CompletionTrainer, LeftPadCollator, Tokenized, training_args
+
+sys.path.insert(0, str(Path(__file__).parent))
+from gpu_gen import fixed_phase, gen_phase  # noqa: E402
 
 LENGTHS = Path(__file__).with_name("gsm8k_train_lengths.json")
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 LORA = LoraSettings(r=16, alpha=32, dropout=0.05, target_modules=TARGETS)  # experiments/mistral7b_lora.yaml
 PEAK_BF16 = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, no sparsity
-EOS = PAD = 2
+EOS = PAD = 2  # Mistral's </s>; random rows use ids >= 3
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
 
 
@@ -277,116 +280,6 @@ def _train(
         "liger": liger_on,
         "token_budget": budget or None,
         "trainable_params": trainable,
-    }
-
-
-class ForcedStops:
-    """Makes row r of a generation stop after exactly ``lengths[r]`` tokens (EOS suppressed before that).
-
-    Row identity travels in the prompt's first real token (3 + r); after a drop the hook removes the rows it
-    ended, so it follows both static batches (which keep finished rows) and the dropped-rows loop.
-    """
-
-    def __init__(self, model, lengths: list[int]):
-        self.model, self.lengths, self.orig = model, lengths, model.forward
-        self.rows: list[int] = []
-        self.ended: set[int] = set()
-        self.step = 0
-        model.forward = self
-
-    def __call__(self, *args, **kw):
-        out = self.orig(*args, **kw)
-        ids, mask = kw["input_ids"], kw["attention_mask"]
-        if ids.shape[1] > 1:  # prefill: read each row's identity from its first real token
-            first = mask.argmax(dim=1)
-            self.rows = (ids[torch.arange(len(ids)), first] - 3).tolist()
-            self.step = 0
-        elif len(self.rows) != len(ids):  # the dropped-rows loop removed the rows ended last step
-            self.rows = [r for r in self.rows if r not in self.ended]
-        self.step += 1
-        logits = out.logits[:, -1]
-        stop = torch.tensor([self.lengths[r] <= self.step for r in self.rows], device=logits.device)
-        self.ended |= {r for r, s in zip(self.rows, stop.tolist(), strict=True) if s}
-        logits[:, EOS] = torch.where(stop, logits.max() + 10, logits.min() - 10)
-        return out
-
-    def close(self) -> None:
-        del self.model.forward
-
-
-class IdTokenizer:
-    """Prompts are space-separated token ids: enough tokenizer for mathgpt.generate on random weights."""
-
-    eos_token_id = pad_token_id = EOS
-    padding_side = "left"
-
-    def __call__(self, texts: list[str], return_tensors: str = "pt", padding: bool = True):
-        from transformers import BatchEncoding
-
-        rows = [[int(x) for x in t.split()] for t in texts]
-        width = max(map(len, rows))
-        ids = torch.full((len(rows), width), PAD)
-        mask = torch.zeros_like(ids)
-        for i, r in enumerate(rows):
-            ids[i, width - len(r) :], mask[i, width - len(r) :] = torch.tensor(r), 1
-        return BatchEncoding({"input_ids": ids, "attention_mask": mask})
-
-    def decode(self, ids, skip_special_tokens: bool = True) -> str:
-        return " ".join(str(i) for i in ids if i != EOS)
-
-
-def gen_phase(b: Bench, model, mode: str, n: int, batch: int) -> dict:
-    rng = random.Random(1)
-    vocab = model.config.vocab_size
-    pairs = b.pairs[:n]
-    prompts = [
-        " ".join(map(str, [3 + r] + [rng.randrange(3, vocab) for _ in range(p - 1)]))
-        for r, (p, _) in enumerate(pairs)
-    ]
-    hook = ForcedStops(model.get_base_model(), [t for _, t in pairs])
-    try:
-        generate(
-            model, IdTokenizer(), prompts[: min(8, n)], max_new_tokens=4, batch_size=8, mode=mode
-        )  # warm-up
-        b.reset_peak()
-        b.sync()
-        gens, s = generate(
-            model, IdTokenizer(), prompts, max_new_tokens=b.a.gen_new, batch_size=batch, mode=mode
-        )
-        b.sync()
-    finally:
-        hook.close()
-    want = [min(t, b.a.gen_new) for _, t in pairs]
-    return {
-        "mode": mode,
-        "batch": batch,
-        "problems": n,
-        "max_new_tokens": b.a.gen_new,
-        **s.as_dict(),
-        "lengths_as_forced": [g.n_tokens for g in gens] == want,
-        "peak_gib": b.peak_gib(),
-    }
-
-
-def fixed_phase(b: Bench, model, compiled: bool) -> dict:
-    """Fixed-length decoding (no EOS), eager dynamic cache against static cache + torch.compile."""
-    ids = torch.randint(3, model.config.vocab_size, (b.a.gen_batch, 128), device=b.device)
-    kw = dict(max_new_tokens=b.a.fixed_new, min_new_tokens=b.a.fixed_new, do_sample=False, pad_token_id=PAD)
-    if compiled:
-        kw["cache_implementation"] = "static"
-    with torch.inference_mode():
-        for _ in range(2 if compiled else 1):  # compiled: the first call compiles, the second warms graphs
-            model.generate(ids, attention_mask=torch.ones_like(ids), **kw)
-        b.sync()
-        t = time.perf_counter()
-        model.generate(ids, attention_mask=torch.ones_like(ids), **kw)
-        b.sync()
-    dt = time.perf_counter() - t
-    return {
-        "batch": b.a.gen_batch,
-        "new_tokens": b.a.fixed_new,
-        "tokens_per_s": round(ids.shape[0] * b.a.fixed_new / dt, 1),
-        "ms_per_step": round(1000 * dt / b.a.fixed_new, 2),
     }
 
 
