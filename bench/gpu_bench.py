@@ -313,7 +313,7 @@ def main() -> None:
     p.add_argument(
         "--gen-new", type=int, default=512, help="max_new_tokens (experiments/mistral7b_lora.yaml)"
     )
-    p.add_argument("--gen-static", type=int, default=128, help="problems for the static / drop batch-64 pair")
+    p.add_argument("--gen-static", type=int, default=64, help="problems for the static / drop batch-64 pair")
     p.add_argument("--gen-large", type=int, default=512, help="problems (= batch) for the large drop batch")
     p.add_argument("--gen-batch", type=int, default=64)
     p.add_argument("--fixed-new", type=int, default=64)
@@ -339,7 +339,7 @@ def main() -> None:
     budget = dict(budget=a.token_budget)
     b.attempt("project_token_budget", train_phase, b, base, "project", need_s=need, gc_on=True, **budget)
     gen_model = add_lora(base, LORA).eval()  # evaluation runs the unmerged adapter, as run.py does
-    gen_need = 10 if a.tiny else 60
+    gen_need = 10 if a.tiny else 75  # a 64-row batch to ~450 tokens at ~0.1-0.15 s per step
     b.attempt("static_b64", gen_phase, b, gen_model, "static", a.gen_static, a.gen_batch, need_s=gen_need)
     b.attempt("drop_b64", gen_phase, b, gen_model, "drop", a.gen_static, a.gen_batch, need_s=gen_need)
     b.attempt(
