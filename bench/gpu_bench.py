@@ -50,12 +50,13 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from mathgpt.config import LoraSettings, TrainConfig
-from mathgpt.model import KNOWN_CONFIGS, add_lora, apply_liger, count_parameters
-from mathgpt.train import IGNORE, CompletionTrainer, LeftPadCollator, Tokenized, training_args
-
-sys.path.insert(0, str(Path(__file__).parent))
+# This checkout's mathgpt, even where the GPU machine has no installed copy; then the sibling gpu_gen module.
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).parent)]
 from gpu_gen import fixed_phase, gen_phase  # noqa: E402
+
+from mathgpt.config import LoraSettings, TrainConfig  # noqa: E402
+from mathgpt.model import KNOWN_CONFIGS, add_lora, apply_liger, count_parameters  # noqa: E402
+from mathgpt.train import IGNORE, CompletionTrainer, LeftPadCollator, Tokenized, training_args  # noqa: E402
 
 LENGTHS = Path(__file__).with_name("gsm8k_train_lengths.json")
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
