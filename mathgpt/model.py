@@ -185,3 +185,30 @@ def count_parameters(model) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, sum(p.numel() for p in model.parameters())
+
+
+def apply_liger(model, *, fused_linear_cross_entropy: bool = False) -> bool:
+    """Patch Liger's Triton kernels (RMSNorm, RoPE, SwiGLU) into a CUDA model in place; False if not applied.
+
+    Only on CUDA (Triton kernels) and only when ``liger-kernel`` (the ``gpu`` extra) is installed; a peft model
+    is patched through its base model, so the LoRA layers keep wrapping the same projections. Fused linear +
+    cross-entropy replaces the causal-LM forward: it only takes effect when the caller passes ``labels``, which
+    the project's CompletionTrainer does not (it already projects only the target positions), so it is off by
+    default; bench/gpu_bench.py measures both.
+    """
+    if next(model.parameters()).device.type != "cuda":
+        return False
+    try:
+        from liger_kernel.transformers import _apply_liger_kernel_to_instance
+    except ImportError:
+        return False
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    _apply_liger_kernel_to_instance(
+        model=base,
+        rope=True,
+        rms_norm=True,
+        swiglu=True,
+        cross_entropy=False,
+        fused_linear_cross_entropy=fused_linear_cross_entropy,
+    )
+    return True

@@ -80,3 +80,29 @@ def test_bad_mode_is_refused(tiny_model_dir):
     tok = load_tokenizer(str(tiny_model_dir))
     with pytest.raises(ValueError, match="mode"):
         generate(None, tok, ["a"], max_new_tokens=1, batch_size=1, mode="beam")
+
+
+def test_evaluate_reports_generation_stats(tiny_model_dir):
+    from mathgpt.evaluate import EvalSet, evaluate
+    from mathgpt.synthetic import generate as synthetic
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    res = evaluate(
+        _model(tiny_model_dir, 0.05),
+        tok,
+        [EvalSet("synthetic:test", synthetic("test", 6))],
+        prompt_format="plain",
+        max_new_tokens=12,
+        batch_size=6,
+        desc="eval",
+    )
+    assert set(res.gen) == {
+        "useful_tokens",
+        "slot_tokens",
+        "useful_fraction",
+        "useful_tokens_per_s",
+        "slot_tokens_per_s",
+    }
+    assert res.gen["useful_tokens"] == res.gen["slot_tokens"] == sum(r["n_tokens"] for r in res.records)
+    assert res.tokens_per_s == pytest.approx(res.gen["useful_tokens_per_s"], rel=1e-3)
+    assert all(isinstance(r["truncated"], bool) for r in res.records)

@@ -1,0 +1,129 @@
+"""Generation phases of bench/gpu_bench.py: random weights made to stop like a fine-tuned model.
+
+A random model never emits EOS, so every static batch would run to the cap and dropping finished rows would
+have nothing to drop. ``ForcedStops`` makes row r stop after exactly its GSM8K target length instead, so both
+paths decode the same tokens and differ only in what they pay for finished rows.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+import time
+
+import torch
+
+from mathgpt.generate import generate
+
+EOS = PAD = 2
+
+
+class ForcedStops:
+    """Makes row r of a generation stop after exactly ``lengths[r]`` tokens (EOS suppressed before that).
+
+    Row identity travels in the prompt's first real token (3 + r); after a drop the hook removes the rows it
+    ended, so it follows both static batches (which keep finished rows) and the dropped-rows loop.
+    """
+
+    def __init__(self, model, lengths: list[int]):
+        self.model, self.lengths, self.orig = model, lengths, model.forward
+        self.rows: list[int] = []
+        self.ended: set[int] = set()
+        self.step = 0
+        self.__signature__ = inspect.signature(self.orig)  # generate() reads the forward's argument names
+        model.forward = self
+
+    def __call__(self, *args, **kw):
+        out = self.orig(*args, **kw)
+        ids, mask = kw["input_ids"], kw["attention_mask"]
+        if ids.shape[1] > 1:  # prefill: read each row's identity from its first real token
+            first = mask.argmax(dim=1)
+            self.rows = (ids[torch.arange(len(ids)), first] - 3).tolist()
+            self.step = 0
+        elif len(self.rows) != len(ids):  # the dropped-rows loop removed the rows ended last step
+            self.rows = [r for r in self.rows if r not in self.ended]
+        self.step += 1
+        logits = out.logits[:, -1]
+        stop = torch.tensor([self.lengths[r] <= self.step for r in self.rows], device=logits.device)
+        self.ended |= {r for r, s in zip(self.rows, stop.tolist(), strict=True) if s}
+        logits[:, EOS] = torch.where(stop, logits.max() + 10, logits.min() - 10)
+        return out
+
+    def close(self) -> None:
+        del self.model.forward
+
+
+class IdTokenizer:
+    """Prompts are space-separated token ids: enough tokenizer for mathgpt.generate on random weights."""
+
+    eos_token_id = pad_token_id = EOS
+    padding_side = "left"
+
+    def __call__(self, texts: list[str], return_tensors: str = "pt", padding: bool = True):
+        from transformers import BatchEncoding
+
+        rows = [[int(x) for x in t.split()] for t in texts]
+        width = max(map(len, rows))
+        ids = torch.full((len(rows), width), PAD)
+        mask = torch.zeros_like(ids)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r) :], mask[i, width - len(r) :] = torch.tensor(r), 1
+        return BatchEncoding({"input_ids": ids, "attention_mask": mask})
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        return " ".join(str(i) for i in ids if i != EOS)
+
+
+def gen_phase(b, model, mode: str, n: int, batch: int) -> dict:
+    rng = random.Random(1)
+    vocab = model.config.vocab_size
+    pairs = b.pairs[:n]
+    prompts = [
+        " ".join(map(str, [3 + r] + [rng.randrange(3, vocab) for _ in range(p - 1)]))
+        for r, (p, _) in enumerate(pairs)
+    ]
+    hook = ForcedStops(model.get_base_model(), [t for _, t in pairs])
+    try:
+        generate(
+            model, IdTokenizer(), prompts[: min(8, n)], max_new_tokens=4, batch_size=8, mode=mode
+        )  # warm-up
+        b.reset_peak()
+        b.sync()
+        gens, s = generate(
+            model, IdTokenizer(), prompts, max_new_tokens=b.a.gen_new, batch_size=batch, mode=mode
+        )
+        b.sync()
+    finally:
+        hook.close()
+    want = [min(t, b.a.gen_new) for _, t in pairs]
+    return {
+        "mode": mode,
+        "batch": batch,
+        "problems": n,
+        "max_new_tokens": b.a.gen_new,
+        **s.as_dict(),
+        "lengths_as_forced": [g.n_tokens for g in gens] == want,
+        "peak_gib": b.peak_gib(),
+    }
+
+
+def fixed_phase(b, model, compiled: bool) -> dict:
+    """Fixed-length decoding (no EOS), eager dynamic cache against static cache + torch.compile."""
+    ids = torch.randint(3, model.config.vocab_size, (b.a.gen_batch, 128), device=b.device)
+    kw = dict(max_new_tokens=b.a.fixed_new, min_new_tokens=b.a.fixed_new, do_sample=False, pad_token_id=PAD)
+    if compiled:
+        kw["cache_implementation"] = "static"
+    with torch.inference_mode():
+        for _ in range(2 if compiled else 1):  # compiled: the first call compiles, the second warms graphs
+            model.generate(ids, attention_mask=torch.ones_like(ids), **kw)
+        b.sync()
+        t = time.perf_counter()
+        model.generate(ids, attention_mask=torch.ones_like(ids), **kw)
+        b.sync()
+    dt = time.perf_counter() - t
+    return {
+        "batch": b.a.gen_batch,
+        "new_tokens": b.a.fixed_new,
+        "tokens_per_s": round(ids.shape[0] * b.a.fixed_new / dt, 1),
+        "ms_per_step": round(1000 * dt / b.a.fixed_new, 2),
+    }
