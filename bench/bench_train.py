@@ -7,7 +7,10 @@ constant learning rate, and the model's default ``use_cache``. The project runs 
 optimizer settings. Each ablation puts back one old behaviour of the project's training:
 
 - ``+use_cache``: the forward also builds a KV cache (``use_cache`` left on);
-- ``+logits copy``: logits for the longest target plus one extra position, sliced and reshaped (a copy);
+- ``+longest-target logits``: logits at every position of the batch's longest target (an index tensor), not
+  only at the positions that predict a target token;
+- ``+logits copy``: as before this change: logits for the longest target plus one extra position, sliced and
+  reshaped (a copy);
 - ``+trainer grouping``: transformers' LengthGroupedSampler (sorts within groups of 50 batches, longest first)
   instead of sorting the whole set;
 
@@ -35,10 +38,13 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
 
-from mathgpt.config import LoraSettings, ModelConfig, TrainConfig
-from mathgpt.model import add_lora, load_model, load_tokenizer
-from mathgpt.synthetic import generate as synthetic
-from mathgpt.train import IGNORE, CompletionTrainer, LeftPadCollator, tokenize, training_args
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's mathgpt, not whichever one the environment installed
+
+from mathgpt.config import LoraSettings, ModelConfig, TrainConfig  # noqa: E402
+from mathgpt.model import add_lora, load_model, load_tokenizer  # noqa: E402
+from mathgpt.synthetic import generate as synthetic  # noqa: E402
+from mathgpt.train import IGNORE, CompletionTrainer, LeftPadCollator, completion_loss, tokenize, training_args  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from results import write_section  # noqa: E402
@@ -47,22 +53,17 @@ BATCH, LR, SEED = 8, 1e-3, 0
 LORA = LoraSettings(r=16, dropout=0.0, target_modules="all-linear")
 
 
-def old_loss(model, inputs, *, use_cache: bool | None, copy_logits: bool) -> torch.Tensor:
-    """The previous compute_loss, with one of its two costs switchable."""
+def old_loss(model, inputs, *, use_cache: bool | None) -> torch.Tensor:
+    """The previous compute_loss (mean over target tokens): longest-target logits, sliced and reshaped."""
     labels = inputs["labels"]
     first = int((labels != IGNORE).int().argmax(dim=1).min())
     fwd = {k: v for k, v in inputs.items() if k != "labels"}
     if use_cache is not None:
         fwd["use_cache"] = use_cache
-    if copy_logits:
-        keep = labels.shape[1] - first + 1
-        logits = model(**fwd, logits_to_keep=keep).logits[:, :-1].float()
-        targets = labels[:, -keep + 1 :]
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
-    keep_idx = torch.arange(max(first, 1) - 1, labels.shape[1] - 1)
-    logits = model(**fwd, logits_to_keep=keep_idx).logits
-    targets = labels[:, max(first, 1) :]
-    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+    keep = labels.shape[1] - first + 1
+    logits = model(**fwd, logits_to_keep=keep).logits[:, :-1].float()
+    targets = labels[:, -keep + 1 :]
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
 
 
 def reference_loop(model, rows, pad_id: int) -> tuple[list[float], list[float]]:
@@ -77,7 +78,7 @@ def reference_loop(model, rows, pad_id: int) -> tuple[list[float], list[float]]:
     secs, losses = [], []
     for b in batches:
         t = time.perf_counter()
-        loss = old_loss(model, collate([rows[i] for i in b]), use_cache=None, copy_logits=True)
+        loss = old_loss(model, collate([rows[i] for i in b]), use_cache=None)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -104,14 +105,17 @@ class StepClock(TrainerCallback):
             self.losses.append(float(logs["loss"]))
 
 
-def project(model, tok, rows, out: Path, *, use_cache=False, copy_logits=False, trainer_grouping=False):
+def project(
+    model, tok, rows, out: Path, *, use_cache=False, exact=True, copy_logits=False, trainer_grouping=False
+):
     """mathgpt.train's trainer, optionally with one old behaviour put back; (step seconds, losses, total s)."""
 
     class Variant(CompletionTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if not (use_cache or copy_logits):
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            return old_loss(model, inputs, use_cache=None if use_cache else False, copy_logits=copy_logits)
+            if copy_logits:
+                return old_loss(model, inputs, use_cache=False)
+            n = (inputs["labels"] != IGNORE).sum()
+            return completion_loss(model, inputs, exact_targets=exact, use_cache=use_cache) / n
 
         def _get_train_sampler(self, train_dataset=None):
             if trainer_grouping:
@@ -163,11 +167,13 @@ def measure_eval_merge(base, tok, n: int, max_new: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--examples", type=int, default=96)
+    p.add_argument("--model", default="embedded:smollm2-135m-instruct", help="a local dir for a smoke test")
+    p.add_argument("--eval-problems", type=int, default=48)
     p.add_argument("--ablate-grouping", action="store_true", help="also run with Trainer's length grouping")
     p.add_argument("--eval-merge", action="store_true", help="also time evaluation: merged copy vs unmerged")
     a = p.parse_args(argv)
-    tok = load_tokenizer("embedded:smollm2-135m-instruct")
-    base = load_model(ModelConfig(), "cpu")
+    tok = load_tokenizer(a.model)
+    base = load_model(ModelConfig(name=a.model), "cpu")
     rows = tokenize(synthetic("train", a.examples), tok, "chat", 384)
     tokens = sum(len(r["input_ids"]) for r in rows)
 
@@ -180,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         ("reference", {}),
         ("project", {}),
         ("project +use_cache", {"use_cache": True}),
+        ("project +longest-target logits", {"exact": False}),
         ("project +logits copy", {"copy_logits": True}),
         ("reference", {}),
         ("project", {}),
@@ -221,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{med:.2f} | {statistics.mean(losses[:h]):.3f} | {statistics.mean(losses[h:]):.3f} |"
         )
     if a.eval_merge:
-        lines += ["", measure_eval_merge(base, tok, 48, 64)]
+        lines += ["", measure_eval_merge(base, tok, a.eval_problems, 48)]
     text = "\n".join(lines)
     print(text)
     write_section("train", "## CPU training vs a plain transformers + peft loop\n\n" + text)
