@@ -77,7 +77,14 @@ PER_PROBLEM = ("ids", "correct", "answered", "status")
 
 
 def point_line(
-    point: int, scored: Scored, info: dict, *, n_train: int, fingerprints: dict, train_wall_s: float
+    point: int,
+    scored: Scored,
+    info: dict,
+    *,
+    n_train: int,
+    fingerprints: dict,
+    train_wall_s: float,
+    general: dict | None = None,
 ) -> dict:
     """One epochs.jsonl line (docs/CONTRACTS.md)."""
     rep = scored.report
@@ -103,7 +110,7 @@ def point_line(
         "fingerprint": fingerprints["eval"],
         "by_set": by_set(rep),
         "select": sel,
-        "general": {},  # eval.general hooks fill this (docs/CONTRACTS.md)
+        "general": general or {},  # eval.general: {set: {accuracy, accuracy_norm, n, ids, ...}}
         "checker_version": checker_version(scored.result),
         "gen": getattr(scored.result, "gen", None),
     }

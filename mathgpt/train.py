@@ -3,8 +3,8 @@
 Prompt tokens are masked out of the loss, and the end-of-sequence token is appended to every target and kept
 in it: the tokenizer's pad token equals EOS, so a collator that masks pad tokens would also stop the model from
 learning to stop. Batches are left-padded so that every target sits at the end of the row; the model then
-computes logits only for the positions that predict a target (``logits_to_keep`` as an index tensor), which
-skips most of the vocabulary projection for prompt tokens and leaves the logits contiguous (no slice copy).
+projects onto the vocabulary only the hidden states that predict a target token, which skips the vocabulary
+projection for prompt tokens and for the padding of shorter targets, with no copy of sliced logits.
 bench/bench_train.py measures each of these choices against a plain transformers + peft loop.
 """
 
@@ -88,20 +88,50 @@ class WholeSetLengthSampler(Sampler[int]):
         return iter([i for b in batches for i in b])
 
 
-def completion_loss(model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Summed cross-entropy over target tokens; logits only at the positions that predict a target."""
+def _plain_head(model):
+    """(decoder, output layer) when logits are exactly ``lm_head(decoder(...))``, else None.
+
+    True for Llama/Mistral/Qwen-style models; models that scale or soft-cap logits (Gemma 2, Cohere) and
+    wrapped models (DDP: calling an inner module would skip its gradient hooks) take the generic path.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cfg = getattr(base, "config", None)
+    if hasattr(model, "module") or cfg is None or not hasattr(base, "get_decoder"):
+        return None
+    if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
+        return None
+    return base.get_decoder(), base.get_output_embeddings()
+
+
+def completion_loss(
+    model, inputs: dict[str, torch.Tensor], *, exact_targets: bool = True, use_cache: bool = False
+) -> torch.Tensor:
+    """Summed cross-entropy over target tokens, projecting onto the vocabulary only where a target is predicted.
+
+    With ``exact_targets`` (and a plain head) only the hidden states that predict a target token are projected:
+    rows with short targets no longer pay for the batch's longest one. Otherwise the logits cover the positions
+    of the batch's longest target (``logits_to_keep`` as an index tensor: contiguous, no slice copy).
+    """
     labels = inputs["labels"]
-    width = labels.shape[1]
-    # Targets are right-aligned: the longest target bounds the positions we need. Position j predicts j+1.
-    start = max(1, int((labels != IGNORE).int().argmax(dim=1).min()))
-    keep = torch.arange(start - 1, width - 1, device=labels.device)
     fwd = {k: v for k, v in inputs.items() if k != "labels"}
     # use_cache=False: without it every training forward also builds a KV cache nobody reads.
-    logits = model(**fwd, use_cache=False, logits_to_keep=keep).logits
+    fwd["use_cache"] = use_cache
+    head = _plain_head(model) if exact_targets else None
+    if head is not None:
+        decoder, lm_head = head
+        hidden = decoder(**fwd).last_hidden_state
+        predicts = labels[:, 1:] != IGNORE  # position j predicts token j + 1
+        logits = lm_head(hidden[:, :-1][predicts])
+        targets = labels[:, 1:][predicts]
+    else:
+        # Targets are right-aligned: the longest target bounds the positions we need.
+        start = max(1, int((labels != IGNORE).int().argmax(dim=1).min()))
+        keep = torch.arange(start - 1, labels.shape[1] - 1, device=labels.device)
+        logits = model(**fwd, logits_to_keep=keep).logits.flatten(0, 1)
+        targets = labels[:, start:].flatten()
     if logits.dtype != torch.float32:  # a 16-bit softmax loses precision; fp32 logits need no copy
         logits = logits.float()
-    targets = labels[:, start:]
-    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum")
+    return F.cross_entropy(logits, targets, ignore_index=IGNORE, reduction="sum")
 
 
 class CompletionTrainer(Trainer):

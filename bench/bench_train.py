@@ -1,0 +1,239 @@
+"""CPU LoRA training: the project's Trainer path against a plain transformers + peft loop, side by side.
+
+The reference is the loop a careful person writes by hand: peft LoRA (no dropout), rows sorted by length in
+batches of 8 (batch order shuffled), left padding, logits only for the positions of the longest target
+(``logits_to_keep`` as an int, then the usual ``logits[:, :-1].float()`` slice), AdamW, gradient clipping,
+constant learning rate, and the model's default ``use_cache``. The project runs ``mathgpt.train`` with the same
+optimizer settings. Each ablation puts back one old behaviour of the project's training:
+
+- ``+use_cache``: the forward also builds a KV cache (``use_cache`` left on);
+- ``+longest-target logits``: logits at every position of the batch's longest target (an index tensor), not
+  only at the positions that predict a target token;
+- ``+logits copy``: as before this change: logits for the longest target plus one extra position, sliced and
+  reshaped (a copy);
+- ``+trainer grouping``: transformers' LengthGroupedSampler (sorts within groups of 50 batches, longest first)
+  instead of sorting the whole set;
+
+Every variant trains a fresh adapter (same seed) on the same rows of real SmolLM2-135M for one epoch; the
+reference and the project run twice, interleaved, and ratios use the mean of both. Tokens/s counts real
+(unpadded) tokens over the whole training call, first step included; the first step and the median step are
+printed apart, since a first step that is slow only moves cost around. Writes its section of bench/RESULTS.md.
+
+    python bench/bench_train.py [--examples 96] [--ablate-grouping] [--eval-merge]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainerCallback
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's mathgpt, not whichever one the environment installed
+
+from mathgpt.config import LoraSettings, ModelConfig, TrainConfig  # noqa: E402
+from mathgpt.model import add_lora, load_model, load_tokenizer  # noqa: E402
+from mathgpt.synthetic import generate as synthetic  # noqa: E402
+from mathgpt.train import IGNORE, CompletionTrainer, LeftPadCollator, completion_loss, tokenize, training_args  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from results import write_section  # noqa: E402
+
+BATCH, LR, SEED = 8, 1e-3, 0
+LORA = LoraSettings(r=16, dropout=0.0, target_modules="all-linear")
+
+
+def old_loss(model, inputs, *, use_cache: bool | None) -> torch.Tensor:
+    """The previous compute_loss (mean over target tokens): longest-target logits, sliced and reshaped."""
+    labels = inputs["labels"]
+    first = int((labels != IGNORE).int().argmax(dim=1).min())
+    fwd = {k: v for k, v in inputs.items() if k != "labels"}
+    if use_cache is not None:
+        fwd["use_cache"] = use_cache
+    keep = labels.shape[1] - first + 1
+    logits = model(**fwd, logits_to_keep=keep).logits[:, :-1].float()
+    targets = labels[:, -keep + 1 :]
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
+
+
+def reference_loop(model, rows, pad_id: int) -> tuple[list[float], list[float]]:
+    """Plain loop: (per-step seconds, per-step losses)."""
+    g = torch.Generator().manual_seed(SEED)
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+    batches = [order[i : i + BATCH] for i in range(0, len(order), BATCH)]
+    batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+    collate = LeftPadCollator(pad_id)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR, weight_decay=0.0)
+    model.train()
+    secs, losses = [], []
+    for b in batches:
+        t = time.perf_counter()
+        loss = old_loss(model, collate([rows[i] for i in b]), use_cache=None)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        secs.append(time.perf_counter() - t)
+        losses.append(loss.item())
+    return secs, losses
+
+
+class StepClock(TrainerCallback):
+    def __init__(self):
+        self.secs: list[float] = []
+        self.losses: list[float] = []
+        self._t = 0.0
+
+    def on_step_begin(self, args, state, control, **kw):
+        self._t = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kw):
+        self.secs.append(time.perf_counter() - self._t)
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if logs and "loss" in logs:
+            self.losses.append(float(logs["loss"]))
+
+
+def project(
+    model, tok, rows, out: Path, *, use_cache=False, exact=True, copy_logits=False, trainer_grouping=False
+):
+    """mathgpt.train's trainer, optionally with one old behaviour put back; (step seconds, losses, total s)."""
+
+    class Variant(CompletionTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if copy_logits:
+                return old_loss(model, inputs, use_cache=False)
+            n = (inputs["labels"] != IGNORE).sum()
+            return completion_loss(model, inputs, exact_targets=exact, use_cache=use_cache) / n
+
+        def _get_train_sampler(self, train_dataset=None):
+            if trainer_grouping:
+                self.args.train_sampling_strategy = "group_by_length"
+                return Trainer._get_train_sampler(self, train_dataset)
+            return super()._get_train_sampler(train_dataset)
+
+    cfg = TrainConfig(epochs=1, learning_rate=LR, batch_size=BATCH, lr_scheduler="constant", logging_steps=1)
+    args = training_args(cfg, out_dir=out, seed=SEED, device="cpu", dtype="float32")
+    args.disable_tqdm = True
+    clock = StepClock()
+    trainer = Variant(
+        model=model,
+        args=args,
+        train_dataset=rows,
+        data_collator=LeftPadCollator(tok.pad_token_id),
+        callbacks=[clock],
+    )
+    t = time.perf_counter()
+    trainer.train()
+    return clock.secs, clock.losses, time.perf_counter() - t
+
+
+def measure_eval_merge(base, tok, n: int, max_new: int) -> str:
+    """Evaluation of a trained-shape adapter: merged into a copy (copy time included) vs unmerged."""
+    from mathgpt.generate import generate
+    from mathgpt.prompts import format_prompt
+
+    model = add_lora(copy.deepcopy(base), LORA)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=1e-3)  # a non-zero adapter, as after training
+    prompts = [format_prompt(ex.question, "chat", tok) for ex in synthetic("test", n)]
+    model.eval()
+    times: dict[str, list[float]] = {"copy+merge": [], "unmerged": []}
+    for _ in range(2):
+        for how in times:
+            t = time.perf_counter()
+            view = copy.deepcopy(model).merge_and_unload() if how == "copy+merge" else model
+            generate(view, tok, prompts, max_new_tokens=max_new, batch_size=n, desc=how)
+            times[how].append(time.perf_counter() - t)
+    m = {k: statistics.mean(v) for k, v in times.items()}
+    return (
+        f"evaluation, {n} problems x {max_new} new tokens: copy+merge {m['copy+merge']:.1f} s, unmerged adapter "
+        f"{m['unmerged']:.1f} s (mean of 2 interleaved): copy+merge is {m['unmerged'] / m['copy+merge']:.2f}x"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--examples", type=int, default=96)
+    p.add_argument("--model", default="embedded:smollm2-135m-instruct", help="a local dir for a smoke test")
+    p.add_argument("--eval-problems", type=int, default=48)
+    p.add_argument("--ablate-grouping", action="store_true", help="also run with Trainer's length grouping")
+    p.add_argument("--eval-merge", action="store_true", help="also time evaluation: merged copy vs unmerged")
+    a = p.parse_args(argv)
+    tok = load_tokenizer(a.model)
+    base = load_model(ModelConfig(name=a.model), "cpu")
+    rows = tokenize(synthetic("train", a.examples), tok, "chat", 384)
+    tokens = sum(len(r["input_ids"]) for r in rows)
+
+    def fresh():
+        torch.manual_seed(SEED)
+        return add_lora(copy.deepcopy(base), LORA)
+
+    results: dict[str, list[tuple[list[float], list[float], float]]] = {}
+    plan = [
+        ("reference", {}),
+        ("project", {}),
+        ("project +use_cache", {"use_cache": True}),
+        ("project +longest-target logits", {"exact": False}),
+        ("project +logits copy", {"copy_logits": True}),
+        ("reference", {}),
+        ("project", {}),
+    ]
+    if a.ablate_grouping:  # identical batches below 50 batches (400 rows); only the batch order differs
+        plan.insert(4, ("project +trainer grouping", {"trainer_grouping": True}))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, kw in plan:
+            model = fresh()
+            if name == "reference":
+                t = time.perf_counter()
+                secs, losses = reference_loop(model, rows, tok.pad_token_id)
+                total = time.perf_counter() - t
+            else:
+                secs, losses, total = project(model, tok, rows, Path(tmp), **kw)
+            results.setdefault(name, []).append((secs, losses, total))
+            print(f"{name}: {tokens / total:.0f} tok/s ({total:.1f} s)", flush=True)
+            del model
+
+    ref_tps = statistics.mean(tokens / r[2] for r in results["reference"])
+    lines = [
+        f"`python bench/bench_train.py --examples {a.examples}` on {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; load average at the end "
+        f"{os.getloadavg()[0]:.1f} (measured under load: shared machine). SmolLM2-135M fp32, LoRA r=16 all-linear, "
+        f"{a.examples} synthetic rows ({tokens:,} tokens), batch {BATCH}, lr {LR} constant, one epoch.",
+        "",
+        "| variant | tokens/s | vs reference | first step s | median step s | mean loss, first half | "
+        "mean loss, second half |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, runs in results.items():
+        tps = statistics.mean(tokens / r[2] for r in runs)
+        first = statistics.mean(r[0][0] for r in runs)
+        med = statistics.mean(statistics.median(r[0]) for r in runs)
+        losses = runs[0][1]
+        h = len(losses) // 2
+        lines.append(
+            f"| {name}{' (x2)' if len(runs) > 1 else ''} | {tps:.0f} | {tps / ref_tps:.2f}x | {first:.2f} | "
+            f"{med:.2f} | {statistics.mean(losses[:h]):.3f} | {statistics.mean(losses[h:]):.3f} |"
+        )
+    if a.eval_merge:
+        lines += ["", measure_eval_merge(base, tok, a.eval_problems, 48)]
+    text = "\n".join(lines)
+    print(text)
+    write_section("train", "## CPU training vs a plain transformers + peft loop\n\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
