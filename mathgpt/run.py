@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mathgpt import contamination, data
+from mathgpt import contamination, data, general
 from mathgpt.config import ConfigError, RunConfig, dump_config
 from mathgpt.evaluate import EvalResult, EvalSet, evaluate
 from mathgpt.model import add_lora, count_parameters, load_model, load_tokenizer, meta_model, resolve_device
@@ -42,7 +42,7 @@ def load_data(cfg: RunConfig) -> tuple[list[data.Example], list[EvalSet], int]:
         bad = contamination.contaminated_ids(pool, [ex for s in evals for ex in s.examples])
         dropped = len(bad)
         pool = [ex for ex in pool if ex.id not in bad]
-    return data.nested_subset(pool, d.train_size, cfg.seed), evals, dropped
+    return general.mix_train_set(pool, d.train_size, cfg.seed, d.mix, d.data_dir), evals, dropped
 
 
 def effective_batch_size(cfg: RunConfig, n_train: int) -> int:
@@ -144,6 +144,7 @@ def run_experiment(cfg: RunConfig, out_dir: Path) -> dict:
         metrics = _run(cfg, files, device, tokenizer, train_set, eval_sets, batch, tracker)
         metrics.update(
             n_train=n_train,
+            n_train_by_source=general.count_by_source(train_set),
             epochs=cfg.train.epochs,
             fingerprint=fingerprint,
             contaminated_dropped=dropped,
