@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mathgpt import contamination, data, general
+from mathgpt import contamination, data, general, multiple_choice
 from mathgpt.config import ConfigError, RunConfig, dump_config
 from mathgpt.evaluate import EvalResult, EvalSet, evaluate
 from mathgpt.model import add_lora, count_parameters, load_model, load_tokenizer, meta_model, resolve_device
@@ -33,6 +33,7 @@ def seed_everything(seed: int) -> None:
 def load_data(cfg: RunConfig) -> tuple[list[data.Example], list[EvalSet], int]:
     """(training subset, evaluation slices, training rows dropped as contaminated)."""
     d = cfg.data
+    multiple_choice.prepare_general(cfg)  # an unknown eval.general set fails here, before any file is written
     evals = [EvalSet(n, data.held_out_slice(data.load(n, d.data_dir), d.eval_size, cfg.seed)) for n in d.eval]
     if d.train_size == 0 or cfg.train.epochs == 0:
         return [], evals, 0
@@ -201,6 +202,7 @@ def _run(
         base = run_eval(model, "base model")
         eval_tok_s.append(base.tokens_per_s)
         line = epoch_line(0, base, n_train=len(train_set), train_tokens=0, train_wall_s=0.0, loss=None)
+        line["general"] = multiple_choice.evaluate_general(model, tokenizer, cfg, cfg.eval.batch_size)
         _log_eval(tracker, files, line, base, "base", 0, cfg.tracking.predictions_table_rows)
         files.append("predictions.jsonl", [{"model": "base", "epoch": 0, **r} for r in base.records])
     if not train_set:
@@ -245,6 +247,7 @@ def _run(
             train_wall_s=train_wall,
             loss=loss,
         )
+        line["general"] = multiple_choice.evaluate_general(m, tokenizer, cfg, cfg.eval.batch_size)
         _log_eval(tracker, files, line, res, "finetuned", epoch, cfg.tracking.predictions_table_rows)
         state["last"] = (epoch, res)
         state["per_epoch"].append(

@@ -169,3 +169,49 @@ def test_smollm2_piqa_accuracy_matches_an_independent_computation():
     print(f"SmolLM2 PIQA 100: acc {acc} (hand {hand_correct}), acc_norm {acc_norm} (hand {hand_norm})")
     assert abs(acc - hand_correct) <= 1 and abs(acc_norm - hand_norm) <= 1
     assert 55 <= acc <= 80  # a 135M model is well above chance (50) on PIQA and far below people (95)
+
+
+@pytest.mark.slow
+def test_run_scores_general_sets_at_every_point_paired_by_ids(tiny_model_dir, tmp_path, write_config):
+    import json
+
+    from mathgpt.cli import main
+    from tests.conftest import tiny_run_config
+
+    if not (SHARED / "general" / "piqa" / "valid.jsonl").is_file():
+        pytest.skip("shared/data/general not found")
+    raw = tiny_run_config(
+        tiny_model_dir,
+        data={"data_dir": str(SHARED), "eval_size": 4, "train_size": 16},
+        train={"min_steps": 1},
+        eval={"general": ["piqa", "hellaswag"], "general_size": 5},
+    )
+    out = tmp_path / "out"
+    assert main(["run", str(write_config(raw)), "--output-dir", str(out)]) == 0
+    points = [json.loads(line) for line in (out / "epochs.jsonl").read_text().splitlines()]
+    assert len(points) == 2  # the base, then epoch 1
+    base, tuned = points[0]["general"], points[1]["general"]
+    assert set(base) == set(tuned) == {"piqa", "hellaswag"}
+    for name in base:
+        assert (
+            base[name]["ids"] == tuned[name]["ids"]
+            and base[name]["fingerprint"] == tuned[name]["fingerprint"]
+        )
+        assert base[name]["n"] == 5 and len(base[name]["correct"]) == len(base[name]["correct_norm"]) == 5
+        assert base[name]["accuracy"] == sum(base[name]["correct"]) / 5
+    items = general.choice_slice(general.load_choices("piqa", SHARED), 5, 0)
+    assert base["piqa"]["ids"] == [i.id for i in items]
+
+
+def test_unknown_general_set_in_a_run_is_one_line_and_writes_nothing(
+    tiny_model_dir, tmp_path, write_config, capsys
+):
+    from mathgpt.cli import main
+    from tests.conftest import tiny_run_config
+
+    raw = tiny_run_config(tiny_model_dir, eval={"general": ["mmlu"]})
+    out = tmp_path / "out"
+    assert main(["run", str(write_config(raw)), "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown general evaluation set 'mmlu'" in err and err.count("\n") == 1
+    assert not out.exists()
