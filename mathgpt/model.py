@@ -8,6 +8,7 @@ refuses to train, so it is converted once to safetensors in a user cache directo
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -137,6 +138,8 @@ def load_model(cfg: ModelConfig, device: str):
         raise ConfigError(f"model.name '{cfg.name}': {str(err).splitlines()[0]}") from None
     if quant is None:
         model.to(device)
+    if cfg.adapter:
+        model = apply_adapter(model, cfg.adapter, cfg.name)
     if quant is not None:
         from peft import prepare_model_for_kbit_training
 
@@ -146,6 +149,54 @@ def load_model(cfg: ModelConfig, device: str):
         model.enable_input_require_grads()
     model.config.use_cache = True
     return model.eval()
+
+
+def adapter_base(adapter_dir: str | Path) -> str:
+    """The base model an adapter was trained on, as its adapter_config.json records it."""
+    path = Path(adapter_dir) / "adapter_config.json"
+    if not path.is_file():
+        raise ConfigError(f"{adapter_dir}: not a LoRA adapter folder (no adapter_config.json)")
+    try:
+        return str(json.loads(path.read_text())["base_model_name_or_path"])
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f"{path}: no base_model_name_or_path") from None
+
+
+def _same_model(recorded: str, expected: str) -> bool:
+    """Same name, same folder, or two folders with identical config.json (the cache moves between machines)."""
+    if recorded == expected:
+        return True
+    a, b = Path(recorded) / "config.json", Path(expected) / "config.json"
+    if a.is_file() and b.is_file():
+        return a.resolve() == b.resolve() or json.loads(a.read_text()) == json.loads(b.read_text())
+    return False
+
+
+def check_adapter_base(adapter_dir: str | Path, base_name: str) -> None:
+    """Refuse (one line) an adapter trained on another base model than ``base_name``."""
+    recorded = adapter_base(adapter_dir)
+    if not _same_model(recorded, resolve_model_path(base_name)):
+        raise ConfigError(f"adapter {adapter_dir} was trained on base '{recorded}', not '{base_name}'")
+
+
+def apply_adapter(model, adapter_dir: str | Path, base_name: str):
+    """``model`` with the saved adapter's update folded into its weights (a plain model again, no peft)."""
+    from peft import PeftModel
+
+    check_adapter_base(adapter_dir, base_name)
+    try:
+        peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
+    except (RuntimeError, ValueError) as err:  # size mismatch: the adapter's shapes are another model's
+        raise ConfigError(
+            f"adapter {adapter_dir} does not fit '{base_name}': {str(err).splitlines()[0]}"
+        ) from None
+    return peft_model.merge_and_unload()
+
+
+def reason(err: Exception) -> str:
+    """One line from torch's many-line load errors: the first size mismatch when there is one."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return next((ln for ln in lines if "size mismatch" in ln), lines[0] if lines else type(err).__name__)
 
 
 def add_lora(model, lora: LoraSettings):
