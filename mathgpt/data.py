@@ -209,7 +209,14 @@ DATASETS = {
     "mathinstruct": _Dataset("mathinstruct", "TIGER-Lab/MathInstruct", (None,), ("train",), _mathinstruct),
 }
 TABLE_SUFFIXES = (".json", ".jsonl", ".parquet")
-NAMES = [*DATASETS, "synthetic", "synthetic:train", "synthetic:test"]
+NAMES = [
+    *DATASETS,
+    "synthetic",
+    "synthetic:train",
+    "synthetic:test",
+    "general:self_instruct",
+    "general:<hub id>",
+]
 
 
 def resolve_data_dir(data_dir: str | Path | None = None) -> Path | None:
@@ -292,6 +299,11 @@ def _load(name: str, data_dir: str | Path | None, sources: list[str] | None) -> 
         split = split or "train"
         n = SYNTHETIC_POOL[split]
         return generate(split, n, 0), f"mathgpt.synthetic (split {split}, {n} rows, seed 0)", []
+    if base == "general" and split:
+        # A general instruction set as a whole training pool (a general-only adapter to merge with a math one).
+        from mathgpt.general import load_instructions
+
+        return load_instructions(split, data_dir), f"general instruction set {split}", []
     if name not in DATASETS:
         raise DataError(f"unknown dataset '{name}'; known: {', '.join(NAMES)}")
     spec = DATASETS[name]

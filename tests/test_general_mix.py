@@ -140,3 +140,10 @@ def test_run_with_mix_trains_on_the_stated_fraction(tiny_model_dir, tmp_path, wr
     pool, instr = data.load("synthetic:train"), general.load_instructions("self_instruct", data_dir)
     expected = data.nested_subset(pool, 24, 0) + data.nested_subset(instr, 8, 0)
     assert metrics["fingerprint"]["train"] == data.fingerprint(expected)
+
+
+def test_a_general_set_is_a_training_pool_by_itself(data_dir):
+    pool = data.load("general:self_instruct", data_dir)
+    assert len(pool) == 175 and {e.source for e in pool} == {"general/self_instruct"}
+    with pytest.raises(DataError, match="unknown general dataset 'nope'"):
+        data.load("general:nope", data_dir)
