@@ -237,7 +237,8 @@ def _run(
         finally:
             if merge:
                 m.unmerge_adapter()
-        state["eval_s"] += time.perf_counter() - t
+        general_scores = multiple_choice.evaluate_general(m, tokenizer, cfg, cfg.eval.batch_size)
+        state["eval_s"] += time.perf_counter() - t  # general scoring is evaluation time, not training time
         eval_tok_s.append(res.tokens_per_s)
         line = epoch_line(
             epoch,
@@ -247,7 +248,7 @@ def _run(
             train_wall_s=train_wall,
             loss=loss,
         )
-        line["general"] = multiple_choice.evaluate_general(m, tokenizer, cfg, cfg.eval.batch_size)
+        line["general"] = general_scores
         _log_eval(tracker, files, line, res, "finetuned", epoch, cfg.tracking.predictions_table_rows)
         state["last"] = (epoch, res)
         state["per_epoch"].append(
