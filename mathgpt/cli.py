@@ -99,6 +99,16 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     return serve(args.study, storage=args.storage, runs_dir=args.runs_dir, port=args.port)
 
 
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from mathgpt.merge import merge_adapters
+
+    out = merge_adapters(
+        args.base, args.adapters, args.weights, args.method, args.out, density=args.density, seed=args.seed
+    )
+    print(f"merged adapter written to {out} (evaluate it with model.adapter: {out} and train.epochs: 0)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mathgpt", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -152,6 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --workers' processes
     s.set_defaults(fn=_cmd_sweep)
+
+    m = sub.add_parser("merge", help="combine LoRA adapters of one base model (peft add_weighted_adapter)")
+    m.add_argument("--base", required=True, help="the base model name the adapters were trained on")
+    m.add_argument("--adapters", nargs="+", required=True)
+    m.add_argument("--weights", nargs="+", type=float, required=True)
+    m.add_argument(
+        "--method", choices=["linear", "cat", "ties", "dare_linear", "dare_ties"], default="linear"
+    )
+    m.add_argument("--density", type=float, default=None, help="kept share per factor (ties, dare_*)")
+    m.add_argument("--seed", type=int, default=0, help="DARE's random drop")
+    m.add_argument("--out", required=True)
+    m.set_defaults(fn=_cmd_merge)
 
     rp = sub.add_parser("report", help="scaling-curve report of a study")
     rp.add_argument("study")

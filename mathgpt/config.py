@@ -33,6 +33,9 @@ class ModelConfig(_Strict):
     quantization: Literal["none", "nf4"] = "none"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     gradient_checkpointing: bool = False
+    # A saved LoRA adapter folder (a run's adapter/, or `mathgpt merge` output) folded into the base weights at
+    # load; with train.epochs 0 the run evaluates that adapter (math and general) like any model.
+    adapter: str | None = None
 
 
 class LoraSettings(_Strict):

@@ -23,27 +23,7 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-
-@dataclass(frozen=True)
-class Example:
-    id: str
-    question: str
-    solution: str  # chain of thought, ending in a final-answer line
-    answer: str  # gold final answer in the dataset's native form (a number, or MATH LaTeX)
-    source: str  # "synthetic", "gsm8k", "math", "svamp", "mathinstruct/<sub-source>"
-    level: int | None = None  # MATH only
-    subject: str | None = None  # MATH only
-    steps: int | None = None  # synthetic only: reasoning steps (1-4), for per-difficulty breakdowns
-
-    @property
-    def grader(self) -> str:
-        """Which checker convention applies: MATH answers are LaTeX, everything else is a number."""
-        return "math" if self.source == "math" else "gsm8k"
-
-
-class DataError(ValueError):
-    """A dataset that cannot be read (bad name, missing file, missing field); the message is one line."""
-
+from mathgpt.example import DataError, Example
 
 # `load("synthetic:train")` draws a fixed pool with seed 0; a run takes its nested subset of this pool, so
 # train_size is capped at 4096 (512 steps of batch 8 per epoch, far past where the curve flattens on CPU).
@@ -213,13 +193,30 @@ DATASETS = {
     "math:test": _Dataset(
         "math/math_test_full.jsonl", "EleutherAI/hendrycks_math", MATH_CONFIGS, ("test",), _math
     ),
+    # 7,500 MATH training problems with worked solutions ending in \boxed{}: a chain-of-thought training pool.
+    # Ids are the release's paths (train/algebra/0.json); one of them repeats a MATH test problem, which
+    # the run's contamination check drops when math:test is evaluated.
+    "math:train": _Dataset(
+        "math/math_train_full.jsonl",
+        "EleutherAI/hendrycks_math",
+        MATH_CONFIGS,
+        ("train",),
+        partial(_math, split="train"),
+    ),
     # ChilleD/SVAMP splits the 1000 problems of SVAMP.json into 700 train + 300 test; both are held out here.
     "svamp": _Dataset("svamp/SVAMP.json", "ChilleD/SVAMP", (None,), ("train", "test"), _svamp),
     # A folder of .json/.jsonl/.parquet files (e.g. the Hub's MathInstruct.json), read in name order.
     "mathinstruct": _Dataset("mathinstruct", "TIGER-Lab/MathInstruct", (None,), ("train",), _mathinstruct),
 }
 TABLE_SUFFIXES = (".json", ".jsonl", ".parquet")
-NAMES = [*DATASETS, "synthetic", "synthetic:train", "synthetic:test"]
+NAMES = [
+    *DATASETS,
+    "synthetic",
+    "synthetic:train",
+    "synthetic:test",
+    "general:self_instruct",
+    "general:<hub id>",
+]
 
 
 def resolve_data_dir(data_dir: str | Path | None = None) -> Path | None:
@@ -296,11 +293,17 @@ Loaded = tuple[list[Example], str, list[str]]  # examples, where they came from,
 def _load(name: str, data_dir: str | Path | None, sources: list[str] | None) -> Loaded:
     base, _, split = name.partition(":")
     if base == "synthetic" and split in ("", "train", "test"):
+        # Imported here, not at module level: synthetic pulls in sympy (~1 s), needed only by these names.
         from mathgpt.synthetic import generate
 
         split = split or "train"
         n = SYNTHETIC_POOL[split]
         return generate(split, n, 0), f"mathgpt.synthetic (split {split}, {n} rows, seed 0)", []
+    if base == "general" and split:
+        # A general instruction set as a whole training pool (a general-only adapter to merge with a math one).
+        from mathgpt.general import load_instructions
+
+        return load_instructions(split, data_dir), f"general instruction set {split}", []
     if name not in DATASETS:
         raise DataError(f"unknown dataset '{name}'; known: {', '.join(NAMES)}")
     spec = DATASETS[name]

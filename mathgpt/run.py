@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mathgpt import contamination, data
+from mathgpt import contamination, data, general, multiple_choice
 from mathgpt.config import ConfigError, RunConfig, dump_config
 from mathgpt.evaluate import EvalSet, evaluate
 from mathgpt.model import add_lora, count_parameters, load_model, load_tokenizer, meta_model, resolve_device
@@ -93,6 +93,7 @@ def load_data(cfg: RunConfig) -> RunData:
     """Evaluation slices and the training subset (a nested prefix of the pool under ``seed``)."""
     report, select = eval_slices(cfg)
     d = cfg.data
+    multiple_choice.prepare_general(cfg)  # an unknown eval.general set fails here, before any file is written
     if d.train_size == 0 or cfg.train.epochs == 0:
         return RunData([], report, select)
     pool = data.load(d.train, d.data_dir, sources=d.sources)
@@ -102,11 +103,8 @@ def load_data(cfg: RunConfig) -> RunData:
         bad = contamination.contaminated_ids(pool, held)
         dropped = len(bad)
         pool = [ex for ex in pool if ex.id not in bad]
-    rows = data.nested_subset(pool, d.train_size, cfg.seed)
-    by_source: dict[str, int] = {}
-    for ex in rows:
-        by_source[ex.source] = by_source.get(ex.source, 0) + 1
-    return RunData(rows, report, select, dropped, by_source)
+    rows = general.mix_train_set(pool, d.train_size, cfg.seed, d.mix, d.data_dir)
+    return RunData(rows, report, select, dropped, general.count_by_source(rows))
 
 
 def check_steps(cfg: RunConfig, n_train: int) -> None:
@@ -272,7 +270,14 @@ def _run(cfg: RunConfig, files: RunFiles, device: str, tokenizer, rd: RunData, t
     fingerprints = rd.fingerprints()
     lines: list[dict] = []
 
-    def record(scored: Scored, model_name: str, info: dict, train_wall: float) -> dict:
+    def _general(m) -> dict:
+        """General-ability multiple choice (forgetting) at this point; {} when eval.general is empty."""
+        if not cfg.eval.general:
+            return {}
+        with preserved_rng():
+            return multiple_choice.evaluate_general(m, tokenizer, cfg, cfg.eval.batch_size)
+
+    def record(scored: Scored, model_name: str, info: dict, train_wall: float, general_scores: dict) -> dict:
         line = point_line(
             len(lines) + (0 if cfg.eval.base else 1),
             scored,
@@ -280,6 +285,7 @@ def _run(cfg: RunConfig, files: RunFiles, device: str, tokenizer, rd: RunData, t
             n_train=len(rd.train),
             fingerprints=fingerprints,
             train_wall_s=train_wall,
+            general=general_scores,
         )
         _log_point(tracker, files, line, scored, model_name, cfg.tracking.predictions_table_rows)
         files.append("predictions.jsonl", prediction_rows(line, scored, model_name, steps))
@@ -289,7 +295,7 @@ def _run(cfg: RunConfig, files: RunFiles, device: str, tokenizer, rd: RunData, t
     base = None
     if cfg.eval.base:
         info0 = {"train_examples": 0, "optimizer_steps": 0, "train_tokens": 0, "loss": None}
-        base = record(score(model, tokenizer, cfg, rd, "base model"), "base", info0, 0.0)
+        base = record(score(model, tokenizer, cfg, rd, "base model"), "base", info0, 0.0, _general(model))
     out = {"base": summary(base), "finetuned": None, "n_eval": sum(len(s.examples) for s in rd.report)}
     if not rd.train:
         out.update(_totals(lines, 0, 0.0))
@@ -306,8 +312,9 @@ def _run(cfg: RunConfig, files: RunFiles, device: str, tokenizer, rd: RunData, t
         train_wall = t - t_train - state["eval_s"]
         m.eval()
         scored = score(m, tokenizer, cfg, rd, f"{info['train_examples']} examples")
-        state["eval_s"] += time.perf_counter() - t
-        line = record(scored, "finetuned", info, train_wall)
+        general_scores = _general(m)
+        state["eval_s"] += time.perf_counter() - t  # general scoring is evaluation time, not training time
+        line = record(scored, "finetuned", info, train_wall, general_scores)
         print(
             f"{line['train_examples']} examples (epoch {line['epoch']:.2f}, {line['optimizer_steps']} steps): "
             f"accuracy {line['accuracy']:.3f} [{line['ci95'][0]:.3f}, {line['ci95'][1]:.3f}]",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import sympy
 
-from mathgpt.data import Example
+from mathgpt.example import Example
 
 NAMES = [
     "Maya",

@@ -1,0 +1,149 @@
+"""General ability by log-likelihood multiple choice, scored the lm-eval-harness way (forgetting).
+
+For each choice k the score is log P(continuation_k | context_k), summed over the continuation's tokens; the
+prediction is the argmax (``acc``), and the argmax of the score divided by the continuation's UTF-8 byte
+length (``acc_norm``, which stops long endings from losing just for being long). As in the harness, context
+and continuation are tokenized separately and concatenated, so the continuation's tokens are the same
+whatever the context ends with.
+
+Batching: sequences are left-padded with explicit position ids, so every continuation ends at the last
+position of its row and the model computes logits only for the last ``max continuation length`` positions
+(``logits_to_keep``): with SmolLM2's 49k vocabulary this is what keeps a batch's logits small.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from mathgpt.general import ChoiceItem, choice_fingerprint, choice_slice, load_choices
+from mathgpt.stats import wilson_ci
+
+
+def _encode(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """Token ids of context and continuation; trailing spaces of the context move to the continuation."""
+    stripped = context.rstrip(" ")
+    continuation = context[len(stripped) :] + continuation
+    ctx = tokenizer(stripped, add_special_tokens=False)["input_ids"]
+    cont = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False):
+        ctx = [tokenizer.bos_token_id, *ctx]
+    if not ctx:  # the first continuation token needs something to be predicted from
+        ctx = [tokenizer.eos_token_id]
+    return ctx, cont
+
+
+@torch.no_grad()
+def loglikelihoods(
+    model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 16, max_batch_tokens: int = 4096
+) -> list[float]:
+    """log P(continuation | context) for each (context, continuation), summed over continuation tokens."""
+    encoded = [_encode(tokenizer, c, x) for c, x in pairs]
+    # Longest first, so a batch's padding is small and an out-of-memory error shows on the first batch.
+    order = sorted(range(len(encoded)), key=lambda i: -(len(encoded[i][0]) + len(encoded[i][1])))
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out = [0.0] * len(encoded)
+    start = 0
+    while start < len(order):
+        longest = len(encoded[order[start]][0]) + len(encoded[order[start]][1]) - 1
+        size = max(1, min(batch_size, max_batch_tokens // max(longest, 1)))
+        batch = order[start : start + size]
+        start += size
+        seqs = [(encoded[i][0] + encoded[i][1])[:-1] for i in batch]  # the last token is only predicted
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, s in enumerate(seqs):
+            ids[row, width - len(s) :] = torch.tensor(s)
+            mask[row, width - len(s) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        keep = max(len(encoded[i][1]) for i in batch)
+        logits = model(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            logits_to_keep=keep,
+            use_cache=False,
+        ).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        for row, i in enumerate(batch):
+            cont = torch.tensor(encoded[i][1], device=logprobs.device)
+            picked = logprobs[row, keep - len(cont) :].gather(-1, cont[:, None])
+            out[i] = float(picked.sum())
+    return out
+
+
+def score_choices(model, tokenizer, items: list[ChoiceItem], batch_size: int = 16) -> list[dict]:
+    """Per item: ``id``, ``pred``, ``pred_norm``, ``correct``, ``correct_norm``, ``loglik`` (per choice)."""
+    pairs = [(c, x) for it in items for c, x in zip(it.contexts, it.continuations, strict=True)]
+    scores = loglikelihoods(model, tokenizer, pairs, batch_size)
+    out, k = [], 0
+    for it in items:
+        ll = scores[k : k + len(it.continuations)]
+        k += len(it.continuations)
+        norm = [s / max(len(x.encode("utf-8")), 1) for s, x in zip(ll, it.continuations, strict=True)]
+        pred = max(range(len(ll)), key=ll.__getitem__)
+        pred_norm = max(range(len(norm)), key=norm.__getitem__)
+        out.append(
+            {
+                "id": it.id,
+                "pred": pred,
+                "pred_norm": pred_norm,
+                "correct": int(pred == it.label),
+                "correct_norm": int(pred_norm == it.label),
+                "loglik": [round(s, 4) for s in ll],
+            }
+        )
+    return out
+
+
+@lru_cache(maxsize=16)
+def general_slice(name: str, size: int, seed: int, data_dir: str | None) -> tuple[ChoiceItem, ...]:
+    """The seeded slice of set ``name`` (read once per process: every evaluation point scores the same items)."""
+    return tuple(choice_slice(load_choices(name, data_dir), size, seed))
+
+
+def prepare_general(cfg) -> None:
+    """Read every ``eval.general`` slice now, so an unknown set or a missing file fails before a run writes."""
+    data_dir = str(Path(cfg.data.data_dir)) if cfg.data.data_dir else None
+    for name in cfg.eval.general:
+        general_slice(name, cfg.eval.general_size, cfg.data.eval_seed, data_dir)
+
+
+def evaluate_general(model, tokenizer, cfg, batch_size: int = 16) -> dict:
+    """The ``general`` dict of an epochs.jsonl point (docs/CONTRACTS.md): one entry per ``eval.general`` set.
+
+    Slices use ``data.eval_seed``, so every trial of a study (and its base) scores the same items; pair a
+    point with the base by ``ids`` / ``fingerprint``.
+    """
+    out: dict[str, dict] = {}
+    data_dir = str(Path(cfg.data.data_dir)) if cfg.data.data_dir else None
+    was_training = model.training
+    model.eval()
+    try:
+        for name in cfg.eval.general:
+            items = list(general_slice(name, cfg.eval.general_size, cfg.data.eval_seed, data_dir))
+            t = time.perf_counter()
+            rows = score_choices(model, tokenizer, items, batch_size)
+            n = len(rows)
+            correct = [r["correct"] for r in rows]
+            correct_norm = [r["correct_norm"] for r in rows]
+            out[name] = {
+                "accuracy": sum(correct) / n,
+                "ci95": list(wilson_ci(sum(correct), n)),
+                "accuracy_norm": sum(correct_norm) / n,
+                "ci95_norm": list(wilson_ci(sum(correct_norm), n)),
+                "n": n,
+                "ids": [r["id"] for r in rows],
+                "correct": correct,
+                "correct_norm": correct_norm,
+                "fingerprint": choice_fingerprint(items),
+                "wall_s": round(time.perf_counter() - t, 3),
+            }
+    finally:
+        model.train(was_training)
+    return out
