@@ -54,6 +54,8 @@ _TRAILING = re.compile(
     r"while|where|when)\b.*$|(?<=\S)\s+\((?=[^)]*[a-zA-Z]{2})[^)]*\)?.*$",
     re.I | re.S,
 )
+# "Final Answer: The largest $n$ is 34": an answer phrase that names the quantity first (policy named_value).
+_NAMED = re.compile(r"(?:the|its|our)\s[^=]{0,80}?\b(?:is|are|equals)\s+(\S.{0,80})", re.I | re.S)
 _PAREN = re.compile(r"(?<=\S)\s+\(.*$", re.S)  # gsm8k answers are numbers: any parenthetical trails
 # Boxes side by side ("$x = \boxed{-2}$, $x = \boxed{3}$", "\boxed{1} and \boxed{2}"): one answer, their set.
 _BOX_GAP = re.compile(r"[ \t$,.]*(?:and\s+)?(?:[a-zA-Z]\s*=\s*)?[ \t$]*")
@@ -234,6 +236,8 @@ def extract_answer(response: str, dataset: str, *, mode: str = "flexible") -> st
         else:  # "The answer is 35, not 30." / "#### 40 (20 + 20)"
             span = (_PAREN if dataset == "gsm8k" else _TRAILING).sub("", span.strip())
             span = _TRAILING.sub("", span)
+            if named := _NAMED.fullmatch(span.strip()):
+                span = named.group(1)
         span = span.strip().strip("*").strip()
         if inline := re.fullmatch(r"\$+([^$]+)\$+", span):  # "$\frac{1}{2}$" reads as \frac{1}{2}
             span = inline.group(1).strip()
