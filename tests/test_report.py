@@ -128,6 +128,7 @@ def add(
     general: dict | None = None,
     fp: str = FP,
     trial_dir: str | None = None,
+    checker: str = "3",
 ) -> None:
     over = {
         "seed": seed,
@@ -139,7 +140,7 @@ def add(
         "lora.alpha": 16,
         "train.learning_rate": lr,
     }
-    pt = point(size, correct, select, general) | {"fingerprint": fp}
+    pt = point(size, correct, select, general) | {"fingerprint": fp, "checker_version": checker}
     study.add_trial(
         create_trial(
             state=TrialState.COMPLETE,
@@ -208,6 +209,13 @@ def test_mismatched_fingerprint_is_refused_naming_both() -> None:
     study = make_study()
     add(study, 64, 2, 2e-3, vector(3, 1, 5), 0.5, fp="fp-other")
     with pytest.raises(PairingError, match=r"fp-other.*fp-report-1"):
+        load_study(study)
+
+
+def test_points_graded_by_another_checker_version_are_refused() -> None:
+    study = make_study()
+    add(study, 64, 2, 2e-3, vector(3, 1, 5), 0.5, checker="2")
+    with pytest.raises(PairingError, match=r"checker 2.*checker 3.*mathgpt regrade"):
         load_study(study)
 
 
@@ -508,4 +516,6 @@ def test_format_learning_is_flagged(tmp_path) -> None:
     for seed in (0, 1):
         add(study, 64, seed, 1e-3, vector(30, 2, seed), 0.5)  # answered 150 of 160
     md = (write_report(study, tmp_path, n_boot=20) / "report.md").read_text()
-    assert "the answered rate moves 40.0% → 100.0%, so part of the change may be format rather than math" in md
+    assert (
+        "the answered rate moves 40.0% → 100.0%, so part of the change may be format rather than math" in md
+    )

@@ -121,6 +121,15 @@ def _check_pair(model: str, where: str, fp: str | None, base_fp: str | None) -> 
         )
 
 
+def _check_checker(where: str, version: str | None, base_version: str | None) -> None:
+    """Verdicts from two checker versions are not the same measurement: refuse to pair them."""
+    if version and base_version and version != base_version:
+        raise PairingError(
+            f"cannot pair {where} (checker {version}) with its base (checker {base_version}); "
+            "re-score both with `mathgpt regrade` first"
+        )
+
+
 def load_study(study: optuna.Study) -> StudyData:
     """Read a study written per docs/CONTRACTS.md into a StudyData; refuses points that cannot be paired."""
     attrs = study.user_attrs
@@ -167,6 +176,7 @@ def load_study(study: optuna.Study) -> StudyData:
                     )
                 where = f"trial {t.number} point {row['point']}"
                 _check_pair(row["model"], where, row["fingerprint"], bases[row["model"]].get("fingerprint"))
+                _check_checker(where, line.get("checker_version"), bases[row["model"]].get("checker_version"))
             rows.append(row)
     columns = list(_point_row({}, 0)) + ["model", "trial", "state", "seed", "mix_fraction", "trial_dir"]
     columns += [c for c in OVERRIDE_COLUMNS.values() if c not in columns]
