@@ -38,7 +38,12 @@ def _encode(tokenizer, context: str, continuation: str) -> tuple[list[int], list
 
 @torch.no_grad()
 def loglikelihoods(
-    model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 16, max_batch_tokens: int = 4096
+    model,
+    tokenizer,
+    pairs: list[tuple[str, str]],
+    batch_size: int = 16,
+    max_batch_tokens: int = 4096,
+    max_logits: int = 2**28,
 ) -> list[float]:
     """log P(continuation | context) for each (context, continuation), summed over continuation tokens."""
     encoded = [_encode(tokenizer, c, x) for c, x in pairs]
@@ -46,13 +51,18 @@ def loglikelihoods(
     order = sorted(range(len(encoded)), key=lambda i: -(len(encoded[i][0]) + len(encoded[i][1])))
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    vocab = model.get_output_embeddings().weight.shape[0]
     out = [0.0] * len(encoded)
     start = 0
     while start < len(order):
         longest = len(encoded[order[start]][0]) + len(encoded[order[start]][1]) - 1
         size = max(1, min(batch_size, max_batch_tokens // max(longest, 1)))
         batch = order[start : start + size]
-        start += size
+        # Logits are batch x kept positions x vocabulary floats: Gemma's 262k vocabulary makes 58 PIQA rows
+        # 2.4 GB, so the batch also shrinks until they fit in max_logits floats (1 GiB in fp32).
+        while len(batch) > 1 and len(batch) * max(len(encoded[i][1]) for i in batch) * vocab > max_logits:
+            batch = batch[: len(batch) // 2]
+        start += len(batch)
         seqs = [(encoded[i][0] + encoded[i][1])[:-1] for i in batch]  # the last token is only predicted
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), pad, dtype=torch.long)

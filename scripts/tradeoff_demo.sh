@@ -7,8 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-runs/tradeoff}"
 PY="${PYTHON:-.venv/bin/python}"
+CONFIG="${CONFIG:-experiments/tradeoff.yaml}"  # the test runs the same script on the tiny model's config
 mkdir -p "$OUT"
-"$PY" - "$OUT" <<'PYEOF'
+"$PY" - "$OUT" "$CONFIG" <<'PYEOF'
 import json
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from mathgpt.config import load_config
 from mathgpt.merge import merge_adapters
 from mathgpt.run import run_experiment
 
-out = Path(sys.argv[1])
+out, config = Path(sys.argv[1]), sys.argv[2]
 arms = {
     "base": {"train.epochs": 0, "eval.base": True},
     "math": {},
@@ -26,14 +27,14 @@ arms = {
 }
 for name, overrides in arms.items():
     if not (out / name / "metrics.json").is_file():
-        run_experiment(load_config("experiments/tradeoff.yaml", {"name": name, **overrides}), out / name)
-cfg = load_config("experiments/tradeoff.yaml")
+        run_experiment(load_config(config, {"name": name, **overrides}), out / name)
+cfg = load_config(config)
 merged = out / "merged_adapter"
 if not (merged / "adapter_config.json").is_file():
     merge_adapters(cfg.model.name, [out / "math" / "adapter", out / "general" / "adapter"], [0.5, 0.5], "linear", merged)
 if not (out / "merged" / "metrics.json").is_file():
     overrides = {"name": "merged", "train.epochs": 0, "eval.base": True, "model.adapter": str(merged)}
-    run_experiment(load_config("experiments/tradeoff.yaml", overrides), out / "merged")
+    run_experiment(load_config(config, overrides), out / "merged")
 PYEOF
 "$PY" - "$OUT" <<'PYEOF'
 import json

@@ -147,3 +147,41 @@ def test_a_general_set_is_a_training_pool_by_itself(data_dir):
     assert len(pool) == 175 and {e.source for e in pool} == {"general/self_instruct"}
     with pytest.raises(DataError, match="unknown general dataset 'nope'"):
         data.load("general:nope", data_dir)
+
+
+@pytest.mark.slow
+def test_tradeoff_demo_script_runs_all_arms_on_the_tiny_model(
+    tiny_model_dir, tmp_path, write_config, data_dir
+):
+    """scripts/tradeoff_demo.sh end to end (math, math+mix, general, merge; paired summary) at toy sizes."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.conftest import REPO
+
+    raw = yaml.safe_load((REPO / "experiments" / "tradeoff.yaml").read_text())
+    raw["model"] = {"name": str(tiny_model_dir)}
+    raw["lora"] = {"r": 4, "target_modules": ["q_proj", "v_proj"]}
+    raw["data"].update(
+        data_dir=str(data_dir), train_size=16, eval_size=4, prompt_format="plain", max_seq_len=256
+    )
+    raw["train"].update(batch_size=2, min_steps=1)
+    raw["eval"].update(max_new_tokens=8, batch_size=8, general_size=3)
+    env = {**dict(__import__("os").environ), "PYTHON": sys.executable, "CONFIG": str(write_config(raw))}
+    out = tmp_path / "demo"
+    done = subprocess.run(
+        ["bash", "scripts/tradeoff_demo.sh", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = done.stdout.strip().splitlines()[-5:]
+    assert [line.split()[0] for line in table] == ["base", "math", "math_mix", "general", "merged"]
+    mix = json.loads((out / "math_mix" / "metrics.json").read_text())
+    assert mix["n_train_by_source"] == {"general/self_instruct": 4, "synthetic": 12}
+    assert json.loads((out / "merged_adapter" / "merge.json").read_text())["method"] == "linear"

@@ -54,6 +54,9 @@ def test_loglikelihoods_match_a_hand_computation_on_the_tiny_model(tiny_model_di
     for batch_size in (3, 1):
         got = multiple_choice.loglikelihoods(model, tok, pairs, batch_size=batch_size)
         assert got == pytest.approx(hand, abs=1e-4)
+    # A logits budget too small for two rows splits every batch down to one row: same values.
+    got = multiple_choice.loglikelihoods(model, tok, pairs, batch_size=8, max_logits=1)
+    assert got == pytest.approx(hand, abs=1e-4)
     rows = multiple_choice.score_choices(model, tok, ITEMS, batch_size=4)
     k = 0
     for it, row in zip(ITEMS, rows, strict=True):
