@@ -75,7 +75,9 @@ class DataConfig(_Strict):
     # from the report slice; 0: none, and the sweep optimises the report slice (the report says so).
     select_size: int = Field(0, ge=0)
     mix: MixConfig | None = None
-    prompt_format: Literal["plain", "alpaca", "chat"] = "plain"
+    prompt_format: Literal["plain", "alpaca", "chat", "auto"] = (
+        "plain"  # auto: chat if the model has a template
+    )
     max_seq_len: int = Field(512, ge=16)
     drop_contaminated: bool = True
     # MathInstruct only: keep these sub-sources (null keeps every chain-of-thought source).

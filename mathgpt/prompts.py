@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-PromptFormat = Literal["plain", "alpaca", "chat"]
+from mathgpt.config import ConfigError
+
+# "auto": the model's own chat template when its tokenizer has one, else "plain", so a study whose model axis
+# mixes instruct models (templates) and base models (none) resolves the format per model.
+PromptFormat = Literal["plain", "alpaca", "chat", "auto"]
 
 # The Alpaca-style template MAmmoTH was trained with (its published prompt text).
 ALPACA = (
@@ -20,13 +24,15 @@ PLAIN = "Question: {question}\nAnswer: "
 
 def format_prompt(question: str, fmt: PromptFormat, tokenizer=None) -> str:
     """The prompt text, ending where the model's answer begins."""
+    if fmt == "auto":
+        fmt = "chat" if getattr(tokenizer, "chat_template", None) else "plain"
     if fmt == "plain":
         return PLAIN.format(question=question)
     if fmt == "alpaca":
         return ALPACA.format(question=question)
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-        raise ValueError(
-            "prompt_format 'chat' needs a tokenizer with a chat template; use 'alpaca' or 'plain'"
+        raise ConfigError(
+            "data.prompt_format 'chat' needs a tokenizer with a chat template; use 'auto', 'alpaca' or 'plain'"
         )
     # An explicit empty system turn keeps templates from injecting their default system prompt, which costs
     # tokens on every example (measured ~1.3x slower on CPU for SmolLM2). Templates that reject a system role

@@ -44,3 +44,15 @@ def test_set_dotted_reaches_any_knob_without_mutating():
     assert cfg.lora.r == 32 and cfg.train.learning_rate == 1e-4
     with pytest.raises(ConfigError):
         set_dotted({"lora": 3}, "lora.r", 1)
+
+
+def test_auto_prompt_format_follows_the_tokenizer_and_chat_without_template_is_one_line():
+    from types import SimpleNamespace
+
+    from mathgpt.config import ConfigError
+    from mathgpt.prompts import format_prompt
+
+    bare = SimpleNamespace(chat_template=None)
+    assert format_prompt("What is 2+2?", "auto", bare) == format_prompt("What is 2+2?", "plain")
+    with pytest.raises(ConfigError, match="prompt_format 'chat' needs"):
+        format_prompt("What is 2+2?", "chat", bare)
