@@ -8,11 +8,12 @@ row from the input ids, attention mask, positions and every cache layer (``batch
 it emits EOS, so every decoded row-step is a kept token.
 
 transformers' continuous batching (``model.generate_batch``, paged attention) also runs on CPU with a peft
-model and gives the same text, but measured slower than this loop (bench/RESULTS.md, 2026-11-28) with a 13 GB
-resident process for a 135M model. On SmolLM2 + a trained adapter (100 problems, 128-token cap) this loop
-decoded 63% as many row-steps as the static path, with identical outputs; under load it ran 1.59x the static
-useful tokens/s (1.21x per CPU-second). ``mode="static"`` keeps the old ``model.generate`` path as the
-reference the tests and benchmarks compare against.
+model and gives the same text, but in the one run that compared them it was slower than this loop
+(bench/RESULTS.md, 2026-11-28), with a 13 GB resident process for a 135M model. On SmolLM2 + a trained
+adapter (100 problems, 128-token cap) this loop decoded 63% as many row-steps as the static path, with
+identical outputs; under load it ran 1.59x the static useful tokens/s (1.21x per CPU-second).
+``mode="static"`` keeps the old ``model.generate`` path as the reference the tests and benchmarks compare
+against.
 """
 
 from __future__ import annotations
