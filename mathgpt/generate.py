@@ -11,7 +11,8 @@ transformers' continuous batching (``model.generate_batch``, paged attention) al
 model and gives the same text, but in the one run that compared them it was slower than this loop
 (bench/RESULTS.md, 2026-11-28), with a 13 GB resident process for a 135M model. On SmolLM2 + a trained
 adapter (100 problems, 128-token cap) this loop decoded 63% as many row-steps as the static path, with
-identical outputs; under load it ran 1.59x the static useful tokens/s (1.21x per CPU-second).
+identical outputs, at 1.21-1.22x the static path's useful tokens per CPU-second: the last rows decode in
+small batches, where a row-step costs ~2.9x one in a batch of 32.
 ``mode="static"`` keeps the old ``model.generate`` path as the reference the tests and benchmarks compare
 against.
 """
