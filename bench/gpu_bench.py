@@ -216,9 +216,11 @@ def _train(
     a = b.a
     if gc_on:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        base.disable_input_require_grads()  # one hook, not one per phase
         base.enable_input_require_grads()
     else:
         base.gradient_checkpointing_disable()
+        base.disable_input_require_grads()
     liger_on = apply_liger(model) if liger else False
     if liger and need_liger and not liger_on:
         return {"skipped": "Liger needs CUDA and liger-kernel (the gpu extra)"}

@@ -8,10 +8,13 @@ row from the input ids, attention mask, positions and every cache layer (``batch
 it emits EOS, so every decoded row-step is a kept token.
 
 transformers' continuous batching (``model.generate_batch``, paged attention) also runs on CPU with a peft
-model and gives the same text, but bench/bench_eval.py measured it at 1.30x the static path's useful tokens/s
-against 2.91x for this loop (SmolLM2 + adapter, 100 problems, 2026-11-28, under load), with a 13 GB
-resident process for a 135M model. ``mode="static"`` keeps the old ``model.generate`` path as the reference
-the tests and benchmarks compare against.
+model and gives the same text, but in the one run that compared them it was slower than this loop
+(bench/RESULTS.md, 2026-11-28), with a 13 GB resident process for a 135M model. On SmolLM2 + a trained
+adapter (100 problems, 128-token cap) this loop decoded 63% as many row-steps as the static path, with
+identical outputs, at 1.21-1.22x the static path's useful tokens per CPU-second: the last rows decode in
+small batches, where a row-step costs ~2.9x one in a batch of 32.
+``mode="static"`` keeps the old ``model.generate`` path as the reference the tests and benchmarks compare
+against.
 """
 
 from __future__ import annotations
