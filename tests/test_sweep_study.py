@@ -138,6 +138,10 @@ def test_seeds_and_models_each_get_their_trials_scored_on_one_slice(tmp_path, fa
         assert t.intermediate_values == {4: 0.54 + t.params["seed"] / 1000, 8: 0.58 + t.params["seed"] / 1000}
         assert t.value == pytest.approx(0.58 + t.params["seed"] / 1000)  # the selection slice, last point
         assert t.user_attrs["checker_version"] == "cv1"
+        # What optuna-dashboard shows for a trial: the last point's report-slice accuracy and its interval.
+        assert t.user_attrs["accuracy"] == points[-1]["accuracy"]
+        assert t.user_attrs["ci95"] == points[-1].get("ci95")
+        assert t.user_attrs["train_examples"] == 8
     assert "ungradable at point 2" in out
 
 

@@ -217,6 +217,11 @@ def make_objective(
             trial.set_user_attr("epochs", points)  # legacy: bench/sweep_compute.py still reads it
             trial.set_user_attr("train_tokens", points[-1].get("train_tokens", 0) if points else 0)
             trial.set_user_attr("wall_s", round(time.time() - t0, 2))
+            if points:  # shown as-is by optuna-dashboard: the report-slice accuracy of the last point
+                last = points[-1]
+                trial.set_user_attr("accuracy", last.get("accuracy"))
+                trial.set_user_attr("ci95", last.get("ci95"))
+                trial.set_user_attr("train_examples", last.get("train_examples"))
             if points and points[-1].get("checker_version"):
                 trial.set_user_attr("checker_version", points[-1]["checker_version"])
             console.print(f"{label} {state} in {fmt_s(time.time() - t0)}")
