@@ -7,8 +7,6 @@ constant learning rate, and the model's default ``use_cache``. The project runs 
 optimizer settings. Each ablation puts back one old behaviour of the project's training:
 
 - ``+use_cache``: the forward also builds a KV cache (``use_cache`` left on);
-- ``+longest-target logits``: logits at every position of the batch's longest target (an index tensor), not
-  only at the positions that predict a target token;
 - ``+logits copy``: as before this change: logits for the longest target plus one extra position, sliced and
   reshaped (a copy);
 - ``+trainer grouping``: transformers' LengthGroupedSampler (sorts within groups of 50 batches, longest first)
@@ -105,9 +103,7 @@ class StepClock(TrainerCallback):
             self.losses.append(float(logs["loss"]))
 
 
-def project(
-    model, tok, rows, out: Path, *, use_cache=False, exact=True, copy_logits=False, trainer_grouping=False
-):
+def project(model, tok, rows, out: Path, *, use_cache=False, copy_logits=False, trainer_grouping=False):
     """mathgpt.train's trainer, optionally with one old behaviour put back; (step seconds, losses, total s)."""
 
     class Variant(CompletionTrainer):
@@ -115,7 +111,7 @@ def project(
             if copy_logits:
                 return old_loss(model, inputs, use_cache=False)
             n = (inputs["labels"] != IGNORE).sum()
-            return completion_loss(model, inputs, exact_targets=exact, use_cache=use_cache) / n
+            return completion_loss(model, inputs, use_cache=use_cache) / n
 
         def _get_train_sampler(self, train_dataset=None):
             if trainer_grouping:
@@ -187,7 +183,6 @@ def main(argv: list[str] | None = None) -> int:
         ("reference", {}),
         ("project", {}),
         ("project +use_cache", {"use_cache": True}),
-        ("project +longest-target logits", {"exact": False}),
         ("project +logits copy", {"copy_logits": True}),
         ("reference", {}),
         ("project", {}),

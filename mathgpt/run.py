@@ -32,9 +32,11 @@ from mathgpt.points import Scored, point_line, prediction_rows, sum_gen, summary
 from mathgpt.track import start_run
 from mathgpt.train import tokenize, train, training_args
 
-# Merging the adapter into a copy of the weights is only worth its memory for small models: SmolLM2-135M's
-# fp32 copy is 0.5 GiB (bench/bench_train.py --eval-merge measures copy+merge against the unmerged adapter).
-COPY_MERGE_MAX_BYTES = 2 * 2**30
+# Largest model whose adapter is merged into a copy for evaluation. 0: never. On this CPU, SmolLM2-135M took
+# 52.6 s to evaluate 24 problems x 48 tokens from a merged deepcopy against 10.6 s with the adapter unmerged
+# (bench/bench_train.py --eval-merge, mean of 2 interleaved, measured under load; a rerun was as slow), so
+# evaluation keeps the adapter unmerged; the copy path stays for machines where merging measures faster.
+COPY_MERGE_MAX_BYTES = 0
 
 
 def seed_everything(seed: int) -> None:
