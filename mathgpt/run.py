@@ -32,10 +32,10 @@ from mathgpt.points import Scored, point_line, prediction_rows, sum_gen, summary
 from mathgpt.track import start_run
 from mathgpt.train import tokenize, train, training_args
 
-# Largest model whose adapter is merged into a copy for evaluation. 0: never. On this CPU, SmolLM2-135M took
-# 52.6 s to evaluate 24 problems x 48 tokens from a merged deepcopy against 10.6 s with the adapter unmerged
-# (bench/bench_train.py --eval-merge, mean of 2 interleaved, measured under load; a rerun was as slow), so
-# evaluation keeps the adapter unmerged; the copy path stays for machines where merging measures faster.
+# Largest model whose adapter is merged into a copy for evaluation. 0: never (no extra memory). On this CPU,
+# under load, SmolLM2-135M evaluating 24 problems x 48 tokens took 52.6 s from a merged deepcopy against 10.6 s
+# unmerged in one run, and in a second run (16 problems) the merged copy ran 2.4 s/step against 3.0 unmerged:
+# not settled by these noisy measurements (bench/bench_train.py --eval-merge); rerun on a quiet machine.
 COPY_MERGE_MAX_BYTES = 0
 
 
