@@ -7,8 +7,6 @@ constant learning rate, and the model's default ``use_cache``. The project runs 
 optimizer settings. Each ablation puts back one old behaviour of the project's training:
 
 - ``+use_cache``: the forward also builds a KV cache (``use_cache`` left on);
-- ``+longest-target logits``: logits at every position of the batch's longest target (an index tensor), not
-  only at the positions that predict a target token;
 - ``+logits copy``: as before this change: logits for the longest target plus one extra position, sliced and
   reshaped (a copy);
 - ``+trainer grouping``: transformers' LengthGroupedSampler (sorts within groups of 50 batches, longest first)
@@ -19,7 +17,7 @@ reference and the project run twice, interleaved, and ratios use the mean of bot
 (unpadded) tokens over the whole training call, first step included; the first step and the median step are
 printed apart, since a first step that is slow only moves cost around. Writes its section of bench/RESULTS.md.
 
-    python bench/bench_train.py [--examples 96] [--ablate-grouping] [--eval-merge]
+    python bench/bench_train.py [--examples 96] [--pairs N] [--ablate-grouping] [--eval-merge]
 """
 
 from __future__ import annotations
@@ -105,9 +103,7 @@ class StepClock(TrainerCallback):
             self.losses.append(float(logs["loss"]))
 
 
-def project(
-    model, tok, rows, out: Path, *, use_cache=False, exact=True, copy_logits=False, trainer_grouping=False
-):
+def project(model, tok, rows, out: Path, *, use_cache=False, copy_logits=False, trainer_grouping=False):
     """mathgpt.train's trainer, optionally with one old behaviour put back; (step seconds, losses, total s)."""
 
     class Variant(CompletionTrainer):
@@ -115,7 +111,7 @@ def project(
             if copy_logits:
                 return old_loss(model, inputs, use_cache=False)
             n = (inputs["labels"] != IGNORE).sum()
-            return completion_loss(model, inputs, exact_targets=exact, use_cache=use_cache) / n
+            return completion_loss(model, inputs, use_cache=use_cache) / n
 
         def _get_train_sampler(self, train_dataset=None):
             if trainer_grouping:
@@ -169,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--examples", type=int, default=96)
     p.add_argument("--model", default="embedded:smollm2-135m-instruct", help="a local dir for a smoke test")
     p.add_argument("--eval-problems", type=int, default=48)
+    p.add_argument("--pairs", type=int, default=0, help="only reference/project, interleaved N times")
     p.add_argument("--ablate-grouping", action="store_true", help="also run with Trainer's length grouping")
     p.add_argument("--eval-merge", action="store_true", help="also time evaluation: merged copy vs unmerged")
     a = p.parse_args(argv)
@@ -186,12 +183,13 @@ def main(argv: list[str] | None = None) -> int:
         ("reference", {}),
         ("project", {}),
         ("project +use_cache", {"use_cache": True}),
-        ("project +longest-target logits", {"exact": False}),
         ("project +logits copy", {"copy_logits": True}),
         ("reference", {}),
         ("project", {}),
     ]
-    if a.ablate_grouping:  # identical batches below 50 batches (400 rows); only the batch order differs
+    if a.pairs:  # only the headline ratio: reference and project interleaved, a ratio per adjacent pair
+        plan = [("reference", {}), ("project", {})] * a.pairs
+    elif a.ablate_grouping:  # identical batches below 50 batches (400 rows); only the batch order differs
         plan.insert(4, ("project +trainer grouping", {"trainer_grouping": True}))
     with tempfile.TemporaryDirectory() as tmp:
         for name, kw in plan:
@@ -208,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ref_tps = statistics.mean(tokens / r[2] for r in results["reference"])
     lines = [
-        f"`python bench/bench_train.py --examples {a.examples}` on {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"`python bench/bench_train.py {' '.join(argv if argv is not None else sys.argv[1:])}` on {platform.machine()}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; load average at the end "
         f"{os.getloadavg()[0]:.1f} (measured under load: shared machine). SmolLM2-135M fp32, LoRA r=16 all-linear, "
         f"{a.examples} synthetic rows ({tokens:,} tokens), batch {BATCH}, lr {LR} constant, one epoch.",
@@ -227,11 +225,24 @@ def main(argv: list[str] | None = None) -> int:
             f"| {name}{' (x2)' if len(runs) > 1 else ''} | {tps:.0f} | {tps / ref_tps:.2f}x | {first:.2f} | "
             f"{med:.2f} | {statistics.mean(losses[:h]):.3f} | {statistics.mean(losses[h:]):.3f} |"
         )
+    pair_ratios = [
+        (tokens / p[2]) / (tokens / r[2])
+        for r, p in zip(results["reference"], results["project"], strict=True)
+    ]
+    lines += [
+        "",
+        "Project / reference per interleaved pair (each pair ran back to back, so it shares the load): "
+        + ", ".join(f"{x:.2f}x" for x in pair_ratios)
+        + f"; median {statistics.median(pair_ratios):.2f}x.",
+    ]
     if a.eval_merge:
         lines += ["", measure_eval_merge(base, tok, a.eval_problems, 48)]
     text = "\n".join(lines)
     print(text)
-    write_section("train", "## CPU training vs a plain transformers + peft loop\n\n" + text)
+    title = "## CPU training vs a plain transformers + peft loop" + (
+        " (interleaved pairs)" if a.pairs else ""
+    )
+    write_section("train-pairs" if a.pairs else "train", title + "\n\n" + text)
     return 0
 
 

@@ -3,8 +3,8 @@
 Prompt tokens are masked out of the loss, and the end-of-sequence token is appended to every target and kept
 in it: the tokenizer's pad token equals EOS, so a collator that masks pad tokens would also stop the model from
 learning to stop. Batches are left-padded so that every target sits at the end of the row; the model then
-projects onto the vocabulary only the hidden states that predict a target token, which skips the vocabulary
-projection for prompt tokens and for the padding of shorter targets, with no copy of sliced logits.
+computes logits only for the positions of the longest target (``logits_to_keep``), which skips most of the
+vocabulary projection for prompt tokens, and uses them without a slice copy.
 bench/bench_train.py measures each of these choices against a plain transformers + peft loop.
 """
 
@@ -88,50 +88,25 @@ class WholeSetLengthSampler(Sampler[int]):
         return iter([i for b in batches for i in b])
 
 
-def _plain_head(model):
-    """(decoder, output layer) when logits are exactly ``lm_head(decoder(...))``, else None.
+def completion_loss(model, inputs: dict[str, torch.Tensor], *, use_cache: bool = False) -> torch.Tensor:
+    """Summed cross-entropy over target tokens, with logits only for the positions of the longest target.
 
-    True for Llama/Mistral/Qwen-style models; models that scale or soft-cap logits (Gemma 2, Cohere) and
-    wrapped models (DDP: calling an inner module would skip its gradient hooks) take the generic path.
-    """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    cfg = getattr(base, "config", None)
-    if hasattr(model, "module") or cfg is None or not hasattr(base, "get_decoder"):
-        return None
-    if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
-        return None
-    return base.get_decoder(), base.get_output_embeddings()
-
-
-def completion_loss(
-    model, inputs: dict[str, torch.Tensor], *, exact_targets: bool = True, use_cache: bool = False
-) -> torch.Tensor:
-    """Summed cross-entropy over target tokens, projecting onto the vocabulary only where a target is predicted.
-
-    With ``exact_targets`` (and a plain head) only the hidden states that predict a target token are projected:
-    rows with short targets no longer pay for the batch's longest one. Otherwise the logits cover the positions
-    of the batch's longest target (``logits_to_keep`` as an index tensor: contiguous, no slice copy).
+    ``logits_to_keep`` is an int (a slice of the hidden states): an index tensor, or a boolean mask picking
+    each row's exact target positions, makes the backward an index_put with accumulation, measured several
+    times slower per step on CPU (bench/bench_train.py). The kept logits are used whole, contiguous, with an
+    ignored target for the last position, instead of being sliced and reshaped (a copy of B x T x vocab).
     """
     labels = inputs["labels"]
     fwd = {k: v for k, v in inputs.items() if k != "labels"}
     # use_cache=False: without it every training forward also builds a KV cache nobody reads.
     fwd["use_cache"] = use_cache
-    head = _plain_head(model) if exact_targets else None
-    if head is not None:
-        decoder, lm_head = head
-        hidden = decoder(**fwd).last_hidden_state
-        predicts = labels[:, 1:] != IGNORE  # position j predicts token j + 1
-        logits = lm_head(hidden[:, :-1][predicts])
-        targets = labels[:, 1:][predicts]
-    else:
-        # Targets are right-aligned: the longest target bounds the positions we need.
-        start = max(1, int((labels != IGNORE).int().argmax(dim=1).min()))
-        keep = torch.arange(start - 1, labels.shape[1] - 1, device=labels.device)
-        logits = model(**fwd, logits_to_keep=keep).logits.flatten(0, 1)
-        targets = labels[:, start:].flatten()
+    # Targets are right-aligned: the longest target bounds the positions we need. Position j predicts j + 1.
+    start = max(1, int((labels != IGNORE).int().argmax(dim=1).min()))
+    logits = model(**fwd, logits_to_keep=labels.shape[1] - start + 1).logits
     if logits.dtype != torch.float32:  # a 16-bit softmax loses precision; fp32 logits need no copy
         logits = logits.float()
-    return F.cross_entropy(logits, targets, ignore_index=IGNORE, reduction="sum")
+    targets = F.pad(labels[:, start:], (0, 1), value=IGNORE)  # the last position predicts nothing
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum")
 
 
 class CompletionTrainer(Trainer):

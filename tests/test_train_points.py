@@ -45,8 +45,7 @@ def test_evaluation_leaves_weights_and_rng_bit_identical(tiny_model_dir, tmp_pat
     cfg, tok, model, rd = _setup(tiny_model_dir, learning_rate=5e-2)
     train(model, tok, tokenize(rd.train[:8], tok, "plain", 256), _args(cfg, tmp_path))  # B != 0 from here
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in model.state_dict().items())
-    if not copy_merge:
-        monkeypatch.setattr(run, "COPY_MERGE_MAX_BYTES", 0)  # the big-model path: adapter unmerged
+    monkeypatch.setattr(run, "COPY_MERGE_MAX_BYTES", 2**40 if copy_merge else 0)
     before = _snapshot(model)
     rng = (random.getstate(), torch.get_rng_state())
     scored = run.score(model, tok, cfg, rd, "check")
