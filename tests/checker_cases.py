@@ -8,6 +8,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -34,3 +38,24 @@ def load_policy_cases() -> list[dict]:
 
 def load_real_cases() -> list[dict]:
     return yaml.safe_load(REAL_FILE.read_text()) if REAL_FILE.exists() else []
+
+
+@contextlib.contextmanager
+def frozen_workers() -> Iterator[None]:
+    """SIGSTOP every idle checker worker for the duration: a symbolic check cannot be answered in time.
+
+    A zero timeout alone races a warm worker (it answers sin^2 x + cos^2 x = 1 in ~30 ms), and a test process
+    descheduled for that long on a busy machine saw the answer arrive: a flaky "timeout" test. A stopped
+    worker cannot answer however long the caller waits; the ones not used are resumed afterwards.
+    """
+    from mathgpt.checker import pool
+
+    frozen = list(pool._POOL)
+    for w in frozen:
+        os.kill(w.proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for w in frozen:
+            if w.proc.poll() is None:
+                os.kill(w.proc.pid, signal.SIGCONT)

@@ -14,6 +14,7 @@ from mathgpt.cli import main
 from mathgpt.config import ConfigError
 from mathgpt.evaluate import verdict_counts, verdict_fields
 from mathgpt.regrade import regrade
+from tests.checker_cases import frozen_workers
 
 # Equal only symbolically (goes to the worker), and ~0.2 s of sympy, so it cannot beat a zero timeout.
 SYMBOLIC = ("1", "\\boxed{\\sin^2 x + \\cos^2 x}")
@@ -49,9 +50,10 @@ def test_verdict_is_frozen() -> None:
 
 def test_timeout_is_ungradable_not_wrong(monkeypatch: pytest.MonkeyPatch) -> None:
     assert warm_up()
-    monkeypatch.setattr(pool, "CHECK_TIMEOUT_S", 0.0)  # every symbolic check now times out
+    monkeypatch.setattr(pool, "CHECK_TIMEOUT_S", 0.05)  # every symbolic check now times out
     start = time.perf_counter()
-    verdict = grade(*SYMBOLIC, "math")
+    with frozen_workers():
+        verdict = grade(*SYMBOLIC, "math")
     assert (verdict.status, verdict.reason, verdict.correct) == ("ungradable", "timeout", False)
     assert time.perf_counter() - start < 1.0
     assert grade("5", "The answer is 5.", "gsm8k").status == "correct"  # in-process checks never time out
@@ -180,13 +182,17 @@ def test_grade_both_matches_two_calls(response: str) -> None:
 
 
 def test_evaluate_records_every_verdict_field(monkeypatch: pytest.MonkeyPatch) -> None:
-    from types import SimpleNamespace
 
     from mathgpt import evaluate as ev
     from mathgpt.data import Example
 
     outputs = ["The answer is 18.", "So she has **7**.", "no idea", "\\boxed{\\pm 3}"]
-    monkeypatch.setattr(ev, "generate", lambda *a, **k: ([SimpleNamespace(text=t) for t in outputs], 10.0))
+    from mathgpt.generate import Generation, GenStats
+
+    gens = [Generation(t, n_tokens=len(t), truncated=False) for t in outputs]
+    monkeypatch.setattr(
+        ev, "generate", lambda *a, **k: (gens, GenStats(sum(len(t) for t in outputs), 40, 1.0))
+    )
     examples = [
         Example("g0", "q", "s", "18", "gsm8k"),
         Example("g1", "q", "s", "7", "gsm8k"),
