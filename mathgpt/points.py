@@ -1,42 +1,25 @@
-"""Evaluation points: one epochs.jsonl line, predictions rows and metrics summaries from a scored slice.
-
-Checker and generation fields (status, strict_correct, answered, truncated, ``EvalResult.gen``,
-``checker_version``) are read with defaults, so a record without them still yields a complete line.
-"""
+"""Evaluation points: one epochs.jsonl line, predictions rows and metrics summaries from a scored slice."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mathgpt.evaluate import EvalResult
+from mathgpt.evaluate import EvalResult, verdict_counts
 from mathgpt.stats import wilson_ci
 
 
-def _status(r: dict) -> str:
-    if r.get("status"):
-        return r["status"]
-    return "correct" if r["correct"] else ("no_answer" if r.get("extracted") is None else "wrong")
-
-
-def _answered(r: dict) -> int:
-    return int(r["answered"]) if "answered" in r else int(r.get("extracted") is not None)
-
-
 def slice_summary(records: list[dict]) -> dict:
-    """Accuracy and verdict counts of one slice's records (checker fields read with defaults before they land)."""
+    """Accuracy with its interval and the verdict counts (``evaluate.verdict_counts``) of one slice's records."""
     n = len(records)
     k = sum(int(r["correct"]) for r in records)
-    strict = [int(r["strict_correct"]) for r in records if "strict_correct" in r]
+    counts = {key: v for key, v in verdict_counts(records).items() if key != "checker_version"}
     return {
         "accuracy": k / n if n else 0.0,
         "ci95": list(wilson_ci(k, n)),
         "n_eval": n,
         "n_correct": k,
-        "strict_accuracy": sum(strict) / n if n and len(strict) == n else None,
-        "n_answered": sum(_answered(r) for r in records),
+        **counts,
         "n_truncated": sum(int(bool(r.get("truncated"))) for r in records),
-        "n_no_answer": sum(_status(r) == "no_answer" for r in records),
-        "n_ungradable": sum(_status(r) == "ungradable" for r in records),
     }
 
 
@@ -49,19 +32,10 @@ def by_set(records: list[dict]) -> dict[str, dict]:
             "accuracy": sum(int(r["correct"]) for r in rs) / len(rs),
             "n": len(rs),
             "n_correct": sum(int(r["correct"]) for r in rs),
-            "n_answered": sum(_answered(r) for r in rs),
+            "n_answered": sum(int(r["answered"]) for r in rs),
         }
         for name, rs in sets.items()
     }
-
-
-def checker_version(res: EvalResult) -> str | None:
-    found = getattr(res, "checker_version", None)
-    if found is None:
-        from mathgpt import checker
-
-        found = getattr(checker, "CHECKER_VERSION", None)
-    return found
 
 
 @dataclass
@@ -105,13 +79,13 @@ def point_line(
         **slice_summary(rep),
         "ids": [r["id"] for r in rep],
         "correct": [int(r["correct"]) for r in rep],
-        "answered": [_answered(r) for r in rep],
-        "status": [_status(r) for r in rep],
+        "answered": [int(r["answered"]) for r in rep],
+        "status": [r["status"] for r in rep],
         "fingerprint": fingerprints["eval"],
         "by_set": by_set(rep),
         "select": sel,
         "general": general or {},  # eval.general: {set: {accuracy, accuracy_norm, n, ids, ...}}
-        "checker_version": checker_version(scored.result),
+        "checker_version": scored.result.checker_version,
         "gen": getattr(scored.result, "gen", None),
     }
 
@@ -124,8 +98,6 @@ def prediction_rows(line: dict, scored: Scored, model_name: str, steps: dict[str
         for r in records:
             row = {**base, "slice": slice_name, **r}
             row.setdefault("steps", steps.get(r["id"]))
-            row.setdefault("status", _status(r))
-            row.setdefault("answered", bool(_answered(r)))
             out.append(row)
     return out
 

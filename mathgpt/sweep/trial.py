@@ -214,7 +214,6 @@ def make_objective(
 
         def record(state: str) -> None:
             trial.set_user_attr("points", points)
-            trial.set_user_attr("epochs", points)  # legacy: bench/sweep_compute.py still reads it
             trial.set_user_attr("train_tokens", points[-1].get("train_tokens", 0) if points else 0)
             trial.set_user_attr("wall_s", round(time.time() - t0, 2))
             if points:  # shown as-is by optuna-dashboard: the report-slice accuracy of the last point
