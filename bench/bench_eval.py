@@ -1,7 +1,8 @@
-"""Evaluation paths side by side: static ``model.generate`` batches against the loop that drops finished rows.
+"""Evaluation paths side by side: static ``model.generate`` batches against the continuous batch.
 
 A LoRA adapter is first trained briefly (``--train-examples`` synthetic problems, lr 1e-3) so that rows stop
-at different lengths the way a fine-tuned model's do (the base model rambles to the cap, which wastes nothing).
+at different lengths the way a fine-tuned model's do (the base model rambles to the cap, which wastes nothing);
+the defaults are the default run's evaluation (experiments/cpu_smollm2.yaml).
 Then every path generates for the same problems, in this one process, with the same model, batch and
 ``max_new_tokens`` (machines here are noisy: only ratios measured together mean something). Reported per
 path: useful (kept) tokens/s, slot (row-step) tokens/s, the useful fraction, and how many extracted answers
@@ -9,7 +10,8 @@ agree with the static path's. Targets (issue 13): >= 80% useful slots and >= 1.5
 ``--continuous`` adds transformers' own continuous batching (``model.generate_batch``). Writes its section of
 bench/RESULTS.md.
 
-    python bench/bench_eval.py [--problems 100] [--max-new-tokens 128] [--train-examples 64] [--continuous]
+    python bench/bench_eval.py [--problems 150] [--max-new-tokens 128] [--train-examples 256] [--slots 32]
+        [--adapter DIR] [--continuous]
 """
 
 from __future__ import annotations
@@ -69,11 +71,12 @@ def continuous(model, tok, prompts: list[str], max_new_tokens: int) -> tuple[lis
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--problems", type=int, default=100)
+    p.add_argument("--problems", type=int, default=150)
     p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--train-examples", type=int, default=64)
+    p.add_argument("--train-examples", type=int, default=256)
     p.add_argument("--continuous", action="store_true", help="also time model.generate_batch")
-    p.add_argument("--drop-first", action="store_true", help="run the dropping path before the static one")
+    p.add_argument("--drop-first", action="store_true", help="run the continuous batch before the static one")
+    p.add_argument("--slots", type=int, default=0, help="also run the continuous batch with this many slots")
     p.add_argument("--section", default="eval", help="bench/RESULTS.md section to write")
     p.add_argument("--adapter", type=Path, help="reuse this adapter directory (trained and saved if missing)")
     a = p.parse_args()
@@ -94,50 +97,57 @@ def main() -> None:
             device="cpu",
             dtype="float32",
         )
-        train(model, tok, rows, args)
+        train(model, tok, rows, args, mixed_precision="bf16")
         if a.adapter:
             model.save_pretrained(a.adapter)
     model.eval()
 
     problems = synthetic("test", a.problems)
     prompts = [format_prompt(ex.question, "chat", tok) for ex in problems]
-    kw = dict(max_new_tokens=a.max_new_tokens, batch_size=len(prompts))
-    static, drop = "static `model.generate` (today's path)", "drop finished rows (`mode='drop'`, default)"
-    runs = {mode: None for mode in (("drop", "static") if a.drop_first else ("static", "drop"))}
+    n = len(prompts)
+    static = f"static `model.generate`, batch {n} (the old path)"
+    drop = f"continuous batch, {n} slots (`mode='drop'`, default)"
+    plan = {static: ("static", n), drop: ("drop", n)}
+    if a.drop_first:
+        plan = {drop: plan[drop], static: plan[static]}
+    if a.slots:
+        plan[f"continuous batch, {a.slots} slots refilled from the queue"] = ("drop", a.slots)
+    paths: dict[str, tuple[list[Generation], GenStats]] = {}
     cpu_s: dict[str, float] = {}
-    for mode in runs:  # the order is printed: under load, the later path may see a different machine
+    for name, (mode, rows) in plan.items():  # order printed: under load, a later path may see another machine
         t = time.process_time()
-        runs[mode] = generate(model, tok, prompts, mode=mode, **kw)
-        cpu_s[mode] = time.process_time() - t
-    paths: dict[str, tuple[list[Generation], GenStats]] = {static: runs["static"], drop: runs["drop"]}
+        paths[name] = generate(
+            model, tok, prompts, mode=mode, max_new_tokens=a.max_new_tokens, batch_size=rows
+        )
+        cpu_s[name] = time.process_time() - t
     if a.continuous:
         paths["transformers `generate_batch` (continuous batching)"] = continuous(
             model, tok, prompts, a.max_new_tokens
         )
     ref_gens, ref = paths[static]
     ref_answers = [extracted(ex.answer, g.text, ex.grader) for ex, g in zip(problems, ref_gens, strict=True)]
-
+    load = os.getloadavg()[0]
     lines = [
-        "## Evaluation: static batches against dropping finished rows (CPU)",
+        "## Evaluation: static batches against the continuous batch (CPU)",
         "",
         f"`python bench/bench_eval.py --problems {a.problems} --max-new-tokens {a.max_new_tokens} "
-        f"--train-examples {a.train_examples}{' --continuous' if a.continuous else ''}` on "
+        f"--train-examples {a.train_examples}{' --continuous' if a.continuous else ''}"
+        f"{f' --slots {a.slots}' if a.slots else ''}` on "
         f"{platform.machine()}, {torch.get_num_threads()} torch threads, {time.strftime('%Y-%m-%d')}: "
         f"SmolLM2-135M-Instruct fp32 with a LoRA adapter (r=16, all-linear) trained on {a.train_examples} "
-        f"synthetic problems, {a.problems} synthetic test problems in one batch, greedy. Measured under load "
-        f"(other jobs shared the cores; 1-min load average {os.getloadavg()[0]:.1f} at the end), so only the "
-        "ratios within this run mean something.",
+        f"synthetic problems (bf16 autocast, as the default run), {a.problems} synthetic test problems, greedy, "
+        f"{a.max_new_tokens}-token cap: the default run's evaluation. 1-min load average {load:.1f} at the "
+        "end (this process alone holds it near 2); only the ratios within this run mean something.",
         "",
-        "Wall-clock rates swing with the other jobs' load (the same static pass ran at 26.8 and 55.7 slot "
-        "tokens/s in two runs on 2026-11-28), so the table also gives useful tokens per CPU-second of this "
-        "process (`time.process_time`, 1 thread): the work a path costs, much less sensitive to the load.",
+        "Useful tokens are kept tokens (EOS included); slot tokens are row-steps computed. The table also gives "
+        "useful tokens per CPU-second of this process (`time.process_time`), less sensitive to other jobs' load "
+        "than wall time.",
         "",
         "| path | useful tokens | slot tokens | useful fraction | useful tok/s | slot tok/s | x static useful "
         "tok/s | useful tok per CPU-s | x static per CPU-s | same extracted answer | same text |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    mode_of = {static: "static", drop: "drop"}
-    per_cpu = {name: paths[name][1].useful_tokens / cpu_s[m] for name, m in mode_of.items()}
+    per_cpu = {name: paths[name][1].useful_tokens / cpu_s[name] for name in cpu_s}
     for name, (gens, s) in paths.items():
         answers = [extracted(ex.answer, g.text, ex.grader) for ex, g in zip(problems, gens, strict=True)]
         same = sum(x == y for x, y in zip(answers, ref_answers, strict=True))
@@ -151,16 +161,15 @@ def main() -> None:
                 if name in per_cpu
                 else "- | - | "
             )
-            + f"{same}/{len(prompts)} | "
-            f"{same_text}/{len(prompts)} |"
+            + f"{same}/{n} | {same_text}/{n} |"
         )
     d = paths[drop][1]
     lines += [
         "",
-        f"**Dropping finished rows: {d.useful_fraction:.0%} useful slots (static: "
-        f"{ref.useful_fraction:.0%}), {d.useful_tokens_per_s / ref.useful_tokens_per_s:.2f}x the static "
-        f"useful tokens/s, {per_cpu[drop] / per_cpu[static]:.2f}x per CPU-second** (targets >= 80%, >= 1.5x). "
-        f"Order: {' then '.join(runs)}.",
+        f"**Continuous batch: {d.useful_fraction:.0%} useful slots (static: {ref.useful_fraction:.0%}), "
+        f"{d.useful_tokens_per_s / ref.useful_tokens_per_s:.2f}x the static useful tokens/s, "
+        f"{per_cpu[drop] / per_cpu[static]:.2f}x per CPU-second** (targets >= 80%, >= 1.5x). "
+        f"Order: {' then '.join(plan)}.",
         "",
     ]
     text = "\n".join(lines)

@@ -3,8 +3,12 @@
 The reference is the loop a careful person writes by hand: peft LoRA (no dropout), rows sorted by length in
 batches of 8 (batch order shuffled), left padding, logits only for the positions of the longest target
 (``logits_to_keep`` as an int, then the usual ``logits[:, :-1].float()`` slice), AdamW, gradient clipping,
-constant learning rate, and the model's default ``use_cache``. The project runs ``mathgpt.train`` with the same
-optimizer settings. Each ablation puts back one old behaviour of the project's training:
+constant learning rate, fp32 throughout (as plain code runs by default), and the model's default ``use_cache``.
+The project runs ``mathgpt.train`` with the same optimizer settings and the default run's
+``train.mixed_precision: bf16`` (bf16 autocast around the forward; weights, adapter and AdamW stay fp32).
+Each ablation puts back one old behaviour of the project's training:
+
+- ``fp32``: no autocast (``train.mixed_precision: no``);
 
 - ``+use_cache``: the forward also builds a KV cache (``use_cache`` left on);
 - ``+logits copy``: as before this change: logits for the longest target plus one extra position, sliced and
@@ -103,15 +107,28 @@ class StepClock(TrainerCallback):
             self.losses.append(float(logs["loss"]))
 
 
-def project(model, tok, rows, out: Path, *, use_cache=False, copy_logits=False, trainer_grouping=False):
+def project(
+    model,
+    tok,
+    rows,
+    out: Path,
+    *,
+    use_cache=False,
+    copy_logits=False,
+    trainer_grouping=False,
+    precision="bf16",
+):
     """mathgpt.train's trainer, optionally with one old behaviour put back; (step seconds, losses, total s)."""
 
     class Variant(CompletionTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if copy_logits:
-                return old_loss(model, inputs, use_cache=False)
-            n = (inputs["labels"] != IGNORE).sum()
-            return completion_loss(model, inputs, use_cache=use_cache) / n
+            if not (copy_logits or use_cache):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+                if copy_logits:
+                    return old_loss(model, inputs, use_cache=False)
+                n = (inputs["labels"] != IGNORE).sum()
+                return completion_loss(model, inputs, use_cache=use_cache) / n
 
         def _get_train_sampler(self, train_dataset=None):
             if trainer_grouping:
@@ -129,6 +146,7 @@ def project(model, tok, rows, out: Path, *, use_cache=False, copy_logits=False, 
         train_dataset=rows,
         data_collator=LeftPadCollator(tok.pad_token_id),
         callbacks=[clock],
+        mixed_precision=precision,
     )
     t = time.perf_counter()
     trainer.train()
@@ -182,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = [
         ("reference", {}),
         ("project", {}),
+        ("project fp32 (no autocast)", {"precision": "no"}),
         ("project +use_cache", {"use_cache": True}),
         ("project +logits copy", {"copy_logits": True}),
         ("reference", {}),
@@ -208,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"`python bench/bench_train.py {' '.join(argv if argv is not None else sys.argv[1:])}` on {platform.machine()}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; load average at the end "
-        f"{os.getloadavg()[0]:.1f} (measured under load: shared machine). SmolLM2-135M fp32, LoRA r=16 all-linear, "
+        f"{os.getloadavg()[0]:.1f} (this process alone holds it near 2). SmolLM2-135M, fp32 weights, LoRA r=16 all-linear, "
         f"{a.examples} synthetic rows ({tokens:,} tokens), batch {BATCH}, lr {LR} constant, one epoch.",
         "",
         "| variant | tokens/s | vs reference | first step s | median step s | mean loss, first half | "

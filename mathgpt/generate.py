@@ -1,20 +1,23 @@
-"""Batched greedy generation that stops paying for finished rows.
+"""Batched greedy generation that only pays for kept tokens: a continuous batch over a preallocated cache.
 
-Prompts are left-padded so all rows of a batch start generating at the same position. transformers' static
-``model.generate`` keeps decoding a row after its EOS until the longest row of the batch ends: in the
-fine-tuned CPU evaluations only 36-59% of the decoded row-steps produced kept tokens (issue 13). The default
-path here (``mode="drop"``) runs its own greedy loop over the model's ``DynamicCache`` and removes a finished
-row from the input ids, attention mask, positions and every cache layer (``batch_select_indices``) as soon as
-it emits EOS, so every decoded row-step is a kept token.
+transformers' static ``model.generate`` keeps decoding a row after its EOS until the longest row of the
+batch ends: in the fine-tuned CPU evaluations only 36-59% of the decoded row-steps produced kept tokens
+(issue 13), and its ``DynamicCache`` grows by ``torch.cat``, copying the whole cache every step. The default
+path here (``mode="drop"``) is its own greedy loop:
 
-transformers' continuous batching (``model.generate_batch``, paged attention) also runs on CPU with a peft
-model and gives the same text, but in the one run that compared them it was slower than this loop
-(bench/RESULTS.md, 2026-11-28), with a 13 GB resident process for a 135M model. On SmolLM2 + a trained
-adapter (100 problems, 128-token cap) this loop decoded 63% as many row-steps as the static path, with
-identical outputs, at 1.21-1.22x the static path's useful tokens per CPU-second: the last rows decode in
-small batches, where a row-step costs ~2.9x one in a batch of 32.
-``mode="static"`` keeps the old ``model.generate`` path as the reference the tests and benchmarks compare
-against.
+- keys and values live in preallocated ``[slots, kv_heads, columns, head_dim]`` buffers (``_SlotLayer``);
+  a step writes one column in place;
+- a row that emits EOS (or reaches ``max_new_tokens``) leaves its slot at once: a live row from the tail
+  moves into it, so live rows stay in front and no row-step is spent on a finished row;
+- when there are more prompts than slots, freed slots are refilled from the queue: the new prompts are
+  prefilled together and copied in, right-aligned to the current column, with their own positions.
+
+Each row computes with its own positions and a mask over its own columns, so its greedy tokens are the
+static path's (tests/test_generate.py checks identity on the tiny model; bench/bench_eval.py counts
+identical texts on SmolLM2). transformers' own continuous batching (``model.generate_batch``, paged
+attention) also ran on CPU with the same text but was slower than the earlier version of this loop, with a
+13 GB resident process for a 135M model (bench/RESULTS.md, 2026-11-28). ``mode="static"`` keeps the old
+``model.generate`` path as the reference the tests and benchmarks compare against.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
+from transformers.cache_utils import DynamicLayer
 
 
 @dataclass(frozen=True)
@@ -106,50 +110,225 @@ def _cache_kwarg(model) -> str:
     return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
 
 
-def _dropping_batch(model, tokenizer, enc, max_new_tokens: int, bar) -> tuple[list[list[int]], int]:
-    """Greedy decoding that drops each row from the batch (inputs and KV cache) once it has emitted EOS."""
-    eos = tokenizer.eos_token_id
-    mask = enc["attention_mask"]
+class _SlotLayer(DynamicLayer):
+    """One layer's keys and values in preallocated ``[slots, kv_heads, capacity, head_dim]`` buffers.
+
+    A decoding step writes its column in place; ``DynamicLayer`` grows by ``torch.cat``, which copies the whole
+    cache every step (~1 GB per step at 150 rows x 190 tokens on SmolLM2-135M: 250-346 ms steps against
+    221-253 ms here, same tokens; measured 2026-11-28). Live rows are always the first ``rows`` slots.
+    """
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor):
+        super().__init__()
+        self.k, self.v = k, v
+        self.rows, self.n = 0, 0
+        self.device, self.is_initialized = k.device, True
+        self._views()
+
+    def _views(self) -> None:
+        self.keys, self.values = self.k[: self.rows, :, : self.n], self.v[: self.rows, :, : self.n]
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        t = key_states.shape[-2]
+        self.k[: self.rows, :, self.n : self.n + t] = key_states
+        self.v[: self.rows, :, self.n : self.n + t] = value_states
+        self.n += t
+        self._views()
+        return self.keys, self.values
+
+
+class _Slots:
+    """A continuous batch: ``slots`` rows decoding together, left-aligned on one cache column counter ``n``.
+
+    Each row's prompt sits right-aligned before column ``n`` with masked columns before it; a row that ends is
+    removed by moving a live row from the tail into its slot, and a prompt from the queue is prefilled on its
+    own and copied into a free slot. Positions are per row (its own prompt's), so where a row sits in the
+    cache does not change what it computes. When the columns run out, the window shifts left past columns
+    no live row reads (``capacity`` is 1.5x a row's longest span, so a shift moves at least half a span, and
+    happens at most once per half span of steps).
+    """
+
+    def __init__(self, model, slots: int, capacity: int):
+        self.model, self.slots, self.capacity = model, slots, capacity
+        self.cache = DynamicCache(config=model.config)
+        self.layers: list[_SlotLayer] = []
+        self.rows, self.n = 0, 0
+        self.mask = self.feed = self.pos = self.start = None  # allocated with the first prompts
+
+    def _allocate(self, cache: DynamicCache, device) -> None:
+        self.layers = []
+        for layer in cache.layers:
+            _, heads, _, dim = layer.keys.shape
+            shape = (self.slots, heads, self.capacity, dim)
+            # zeros, not empty: masked columns still enter the attention product, so they must be finite
+            k = layer.keys.new_zeros(shape)
+            self.layers.append(_SlotLayer(k, torch.zeros_like(k)))
+        self.cache.layers = self.layers
+        self.mask = torch.zeros(self.slots, self.capacity, dtype=torch.long, device=device)
+        self.feed = torch.zeros(self.slots, dtype=torch.long, device=device)
+        self.pos = torch.zeros(self.slots, dtype=torch.long, device=device)
+        self.start = torch.zeros(self.slots, dtype=torch.long, device=device)
+
+    def _sync(self) -> None:
+        for layer in self.layers:
+            layer.rows, layer.n = self.rows, self.n
+            layer._views()
+
+    def insert(
+        self, cache: DynamicCache, mask: torch.Tensor, first: torch.Tensor, last_pos: torch.Tensor
+    ) -> None:
+        """Copy a prefilled group (its own DynamicCache, left-padded ``mask``) into the next free slots."""
+        g, p = mask.shape
+        if not self.layers:
+            self._allocate(cache, mask.device)
+        if self.rows == 0:
+            self.n = p  # nothing live to keep: restart the window
+        lo, hi, c0 = self.rows, self.rows + g, self.n - p
+        for slot, layer in zip(self.layers, cache.layers, strict=True):
+            slot.k[lo:hi, :, c0 : self.n] = layer.keys
+            slot.v[lo:hi, :, c0 : self.n] = layer.values
+        self.mask[lo:hi] = 0
+        self.mask[lo:hi, c0 : self.n] = mask
+        self.start[lo:hi] = c0 + (mask == 0).sum(1)
+        self.feed[lo:hi], self.pos[lo:hi] = first, last_pos + 1
+        self.rows = hi
+        self._sync()
+
+    def remove(self, ended: list[int]) -> list[tuple[int, int]]:
+        """Drop the slots in ``ended``; returns the (from, to) moves that keep the live rows in front."""
+        gone = set(ended)
+        live = self.rows - len(gone)
+        holes = [i for i in range(live) if i in gone]
+        movers = [i for i in range(live, self.rows) if i not in gone]
+        if holes:
+            src = torch.tensor(movers, device=self.mask.device)
+            dst = torch.tensor(holes, device=self.mask.device)
+            for layer in self.layers:
+                layer.k[dst, :, : self.n] = layer.k[src, :, : self.n]
+                layer.v[dst, :, : self.n] = layer.v[src, :, : self.n]
+            for buf in (self.mask, self.feed, self.pos, self.start):
+                buf[dst] = buf[src]
+        self.rows = live
+        self._sync()
+        return list(zip(movers, holes, strict=True))
+
+    def make_room(self, keep: int) -> None:
+        """Shift the window left if the next column would not fit, keeping at least ``keep`` columns."""
+        if self.n < self.capacity:
+            return
+        if self.rows == 0:
+            self.n = 0
+            return
+        s = min(int(self.start[: self.rows].min()), self.n - keep)
+        if s <= 0:
+            raise RuntimeError(f"generation cache of {self.capacity} columns is full")  # capacity is sized so
+        m = self.n - s
+        for layer in self.layers:
+            layer.k[: self.rows, :, :m] = layer.k[: self.rows, :, s : self.n].clone()
+            layer.v[: self.rows, :, :m] = layer.v[: self.rows, :, s : self.n].clone()
+        self.mask[: self.rows, :m] = self.mask[: self.rows, s : self.n].clone()
+        self.start[: self.rows] -= s
+        self.n = m
+        self._sync()
+
+    def step(self, cache_kw: str) -> torch.Tensor:
+        """One decoding step for every live row; returns each row's next token (greedy)."""
+        b = self.rows
+        self.mask[:b, self.n] = 1
+        out = self.model(
+            input_ids=self.feed[:b, None],
+            attention_mask=self.mask[:b, : self.n + 1],
+            position_ids=self.pos[:b, None],
+            use_cache=True,
+            **{cache_kw: self.cache},
+        )
+        self.n += 1
+        self._sync()
+        self.pos[:b] += 1
+        return out.logits[:, -1].argmax(-1)
+
+
+# Rows per prefill forward. SmolLM2's 150 prompts of 58-88 tokens (padded to 88 in one batch) took ~16 s
+# to prefill in fp32; groups of 32 of similar length pad each only to its own longest prompt, and 32 x ~70
+# tokens is still a large enough matmul on CPU.
+PREFILL_ROWS = 32
+
+
+def _prefill(model, ids: list[list[int]], pad_id: int, device, cache_kw: str):
+    """Left-padded prompts through the model: (their cache, mask, first tokens, last prompt positions)."""
+    p = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), p), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), p), dtype=torch.long)
+    for i, x in enumerate(ids):
+        input_ids[i, p - len(x) :] = torch.tensor(x)
+        mask[i, p - len(x) :] = 1
+    input_ids, mask = input_ids.to(device), mask.to(device)
     # Positions skip the left padding, as in generate(); padded slots are masked out, so their value is moot.
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache(config=model.config)
-    cache_kw = {_cache_kwarg(model): cache}
     out = model(
-        input_ids=enc["input_ids"],
+        input_ids=input_ids,
         attention_mask=mask,
         position_ids=positions,
         use_cache=True,
         logits_to_keep=1,
-        **cache_kw,
+        **{cache_kw: cache},
     )
-    n = mask.shape[0]
-    tokens: list[list[int]] = [[] for _ in range(n)]
-    alive = torch.arange(n, device=mask.device)  # original row index of each row still in the batch
-    last_pos = positions[:, -1:]
-    slots = 0
-    for step in range(max_new_tokens):
-        next_ids = out.logits[:, -1].argmax(-1)
-        slots += len(alive)
-        bar.update(1)
-        for row, tok in zip(alive.tolist(), next_ids.tolist(), strict=True):
-            tokens[row].append(tok)
-        keep = next_ids != eos
-        if step == max_new_tokens - 1 or not bool(keep.any()):
-            break
-        if not bool(keep.all()):
-            idx = keep.nonzero().squeeze(1)
-            alive, next_ids, mask, last_pos = alive[idx], next_ids[idx], mask[idx], last_pos[idx]
-            cache.batch_select_indices(idx)
-        mask = torch.cat([mask, mask.new_ones(len(alive), 1)], dim=1)
-        last_pos = last_pos + 1
-        out = model(
-            input_ids=next_ids[:, None],
-            attention_mask=mask,
-            position_ids=last_pos,
-            use_cache=True,
-            **cache_kw,
-        )
-    return tokens, slots
+    return cache, mask, out.logits[:, -1].argmax(-1), positions[:, -1]
+
+
+def _continuous(
+    model, tokenizer, ids: list[list[int]], max_new_tokens: int, slots: int, bar
+) -> tuple[list[list[int]], int]:
+    """Greedy decoding of every prompt in ``ids`` (longest first) through ``slots`` rows that are refilled
+    from the queue as rows end (EOS or ``max_new_tokens``); a row-step is only ever spent on a kept token."""
+    eos, device, cache_kw = tokenizer.eos_token_id, next(model.parameters()).device, _cache_kwarg(model)
+    span = max(len(x) for x in ids) + max_new_tokens
+    batch = _Slots(model, min(slots, len(ids)), span if len(ids) <= slots else span + span // 2 + 1)
+    tokens: list[list[int]] = [[] for _ in ids]
+    owner: list[int] = []  # prompt index per live slot
+    queue, slot_steps = 0, 0
+    # Refill once a sixteenth of the slots are free: one prefill for several prompts, not one per ended row.
+    refill_at = max(1, batch.slots // 16)
+
+    def ended(i: int, tok: int) -> bool:
+        tokens[i].append(tok)
+        return tok == eos or len(tokens[i]) >= max_new_tokens
+
+    while True:
+        free = batch.slots - batch.rows
+        if queue < len(ids) and (free >= min(refill_at, len(ids) - queue) or batch.rows == 0):
+            # Prefill in groups of similar length: each group is padded only to its own longest prompt.
+            group = list(range(queue, min(len(ids), queue + free, queue + PREFILL_ROWS)))
+            queue += len(group)
+            cache, mask, first, last_pos = _prefill(
+                model, [ids[i] for i in group], tokenizer.pad_token_id, device, cache_kw
+            )
+            slot_steps += len(group)
+            done = [ended(i, t) for i, t in zip(group, first.tolist(), strict=True)]
+            bar.update(sum(done))
+            keep = [j for j, d in enumerate(done) if not d]
+            if keep:
+                if len(keep) < len(group):
+                    sel = torch.tensor(keep, device=device)
+                    cache.batch_select_indices(sel)
+                    mask, first, last_pos = mask[sel], first[sel], last_pos[sel]
+                batch.make_room(keep=mask.shape[1])
+                batch.insert(cache, mask, first, last_pos)
+                owner += [group[j] for j in keep]
+            continue
+        if batch.rows == 0:
+            return tokens, slot_steps
+        batch.make_room(keep=max((len(ids[i]) for i in range(queue, len(ids))), default=1))
+        next_ids = batch.step(cache_kw)
+        slot_steps += batch.rows
+        finished = [s for s, (i, t) in enumerate(zip(owner, next_ids.tolist(), strict=True)) if ended(i, t)]
+        batch.feed[: batch.rows] = next_ids
+        if finished:
+            bar.update(len(finished))
+            for src, dst in batch.remove(finished):
+                owner[dst] = owner[src]
+            del owner[batch.rows :]
 
 
 def generate(
@@ -162,33 +341,60 @@ def generate(
     desc: str = "generating",
     mode: Literal["drop", "static"] = "drop",
 ) -> tuple[list[Generation], GenStats]:
-    """Greedy completions of ``prompts`` (in order) and what computing them cost (``GenStats``)."""
+    """Greedy completions of ``prompts`` (in order) and what computing them cost (``GenStats``).
+
+    ``batch_size`` is the number of rows decoded together: static batches of that size, or that many slots
+    refilled from the queue of prompts (``mode="drop"``).
+    """
     if mode not in ("drop", "static"):
         raise ValueError(f"generate mode must be 'drop' or 'static', not {mode!r}")
-    decode = _dropping_batch if mode == "drop" else _static_batch
     tokenizer.padding_side = "left"
     device = next(model.parameters()).device
     eos = tokenizer.eos_token_id
-    useful, slots, start = 0, 0, time.perf_counter()
-    # Longest prompts first: rows of similar length waste less padding; the original order is restored below.
+    start = time.perf_counter()
+    # Longest prompts first: rows of similar length waste less padding, and a continuous batch's window
+    # always holds the next prompt; the original order is restored below.
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    results: dict[int, Generation] = {}
-    n_batches = -(-len(prompts) // batch_size)
+    rows: list[list[int]] = []
+    slots = 0
     with torch.inference_mode():
-        for b, lo in enumerate(range(0, len(order), batch_size)):
-            idx = order[lo : lo + batch_size]
-            label = f"{desc} [{len(prompts)} problems" + (
-                f", batch {b + 1}/{n_batches}]" if n_batches > 1 else "]"
-            )
-            bar = tqdm(total=max_new_tokens, desc=label, unit="tok", leave=False)
-            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
-            rows, batch_slots = decode(model, tokenizer, enc, max_new_tokens, bar)
-            bar.close()
-            slots += batch_slots
-            for ids, i in zip(rows, idx, strict=True):
-                n = ids.index(eos) + 1 if eos in ids else len(ids)
-                text = tokenizer.decode(ids[:n], skip_special_tokens=True).strip()
-                results[i] = Generation(text, n, truncated=eos not in ids[:n])
-                useful += n
+        if mode == "drop":
+            ids = [tokenizer(prompts[i])["input_ids"] for i in order]
+            _check_window(model, max(len(x) for x in ids) + max_new_tokens)
+            with tqdm(
+                total=len(prompts), desc=f"{desc} [{batch_size} rows]", unit="problem", leave=False
+            ) as bar:
+                rows, slots = _continuous(model, tokenizer, ids, max_new_tokens, batch_size, bar)
+        else:
+            n_batches = -(-len(prompts) // batch_size)
+            for b, lo in enumerate(range(0, len(order), batch_size)):
+                idx = order[lo : lo + batch_size]
+                label = f"{desc} [{len(prompts)} problems" + (
+                    f", batch {b + 1}/{n_batches}]" if n_batches > 1 else "]"
+                )
+                with tqdm(total=max_new_tokens, desc=label, unit="tok", leave=False) as bar:
+                    enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
+                    batch_rows, batch_slots = _static_batch(model, tokenizer, enc, max_new_tokens, bar)
+                rows += batch_rows
+                slots += batch_slots
+    results: dict[int, Generation] = {}
+    useful = 0
+    for ids_out, i in zip(rows, order, strict=True):
+        n = ids_out.index(eos) + 1 if eos in ids_out else len(ids_out)
+        text = tokenizer.decode(ids_out[:n], skip_special_tokens=True).strip()
+        results[i] = Generation(text, n, truncated=eos not in ids_out[:n])
+        useful += n
     stats = GenStats(useful, slots, time.perf_counter() - start)
     return [results[i] for i in range(len(prompts))], stats
+
+
+def _check_window(model, span: int) -> None:
+    """The slot cache keeps every column (no sliding window); a sliding-window model agrees with it only while
+    a row's prompt and completion fit in the window."""
+    window = getattr(model.config, "sliding_window", None)
+    types = getattr(model.config, "layer_types", None) or []
+    if window and span > window and (any("sliding" in t for t in types) or not types):
+        raise ValueError(
+            f"prompt + max_new_tokens ({span} tokens) exceed the model's sliding window ({window}); "
+            "the continuous batch keeps no sliding window"
+        )

@@ -330,6 +330,14 @@ def _run(cfg: RunConfig, files: RunFiles, device: str, tokenizer, rd: RunData, t
         if loss is not None and not math.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss} at step {step}")
 
+    if (
+        cfg.train.mixed_precision == "bf16"
+        and device == "cpu"
+        and not torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    ):
+        print(
+            "warning: train.mixed_precision bf16 on a CPU without native bf16 (AVX512-BF16/AMX): it will be slower"
+        )
     args = training_args(
         cfg.train, out_dir=files.out / "trainer", seed=cfg.seed, device=device, dtype=cfg.model.dtype
     )
@@ -340,6 +348,7 @@ def _run(cfg: RunConfig, files: RunFiles, device: str, tokenizer, rd: RunData, t
         rows,
         args,
         order=cfg.train.order,
+        mixed_precision=cfg.train.mixed_precision,
         on_point=on_point,
         point_steps=point_steps,
         point_epochs=point_epochs,
@@ -427,7 +436,8 @@ def dry_run(cfg: RunConfig) -> str:
         f"model          {cfg.model.name} ({c.model_type}, {c.num_hidden_layers} layers, hidden {c.hidden_size})",
         f"parameters     {total:,} total, {trainable:,} trainable LoRA ({100 * trainable / total:.3f}%)",
         f"lora           r={cfg.lora.r} alpha={cfg.lora.lora_alpha:g} targets={cfg.lora.target_modules}",
-        f"precision      {cfg.model.dtype}, quantization {cfg.model.quantization}",
+        f"precision      {cfg.model.dtype}, quantization {cfg.model.quantization}, "
+        f"training autocast {cfg.train.mixed_precision}",
         f"batch          {cfg.train.batch_size} x {cfg.data.max_seq_len} tokens, grad_accum {cfg.train.grad_accum}",
         "peak memory    ~{total:.1f} GiB (weights {weights:.1f}, LoRA+AdamW {lora_and_optimizer:.2f}, "
         "activations {activations:.1f}, logits {logits:.1f}) - an estimate".format(**mem),

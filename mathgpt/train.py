@@ -114,9 +114,10 @@ class CompletionTrainer(Trainer):
 
     order: str = "grouped"
 
-    def __init__(self, *args, order: str = "grouped", **kwargs):
+    def __init__(self, *args, order: str = "grouped", mixed_precision: str = "no", **kwargs):
         super().__init__(*args, **kwargs)
         self.order = order
+        self.mixed_precision = mixed_precision
         self.seen_rows = 0
         # Device tensors, read only at evaluation points: a .item() per step would sync a GPU every step.
         self._tokens: torch.Tensor | int = 0
@@ -131,7 +132,13 @@ class CompletionTrainer(Trainer):
         return WholeSetLengthSampler([len(r["input_ids"]) for r in dataset], per_step, self.args.data_seed)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss = completion_loss(model, inputs)
+        # bf16 autocast around this forward only (the backward follows the forward's dtypes). Trainer's own
+        # bf16 flag is not used for it: accelerate would wrap model.forward itself in the autocast, and every
+        # evaluation point (and the final evaluation) would then decode in bf16 too.
+        with torch.autocast(
+            inputs["input_ids"].device.type, torch.bfloat16, enabled=self.mixed_precision == "bf16"
+        ):
+            loss = completion_loss(model, inputs)
         n = num_items_in_batch if num_items_in_batch is not None else (inputs["labels"] != IGNORE).sum()
         loss = loss / n
         if isinstance(self, CompletionTrainer) and model.training:
@@ -199,7 +206,10 @@ class PointHook(TrainerCallback):
 def training_args(
     cfg: TrainConfig, *, out_dir: Path, seed: int, device: str, dtype: str, batch_size: int | None = None
 ) -> TrainingArguments:
-    """Trainer arguments from the run's ``train`` section."""
+    """Trainer arguments from the run's ``train`` section.
+
+    ``train.mixed_precision`` is not here: ``train`` applies it around the loss only (CompletionTrainer).
+    """
     return TrainingArguments(
         output_dir=str(out_dir),
         num_train_epochs=cfg.epochs,
@@ -232,6 +242,7 @@ def train(
     args: TrainingArguments,
     *,
     order: str = "grouped",
+    mixed_precision: str = "no",
     on_point: Callable | None = None,
     point_steps: set[int] | None = None,
     point_epochs: set[int] | None = None,
@@ -252,6 +263,7 @@ def train(
         data_collator=LeftPadCollator(tokenizer.pad_token_id),
         callbacks=[hook],
         order=order,
+        mixed_precision=mixed_precision,
     )
     hook.trainer = trainer
     result = trainer.train()

@@ -106,3 +106,51 @@ def test_evaluate_reports_generation_stats(tiny_model_dir):
     assert res.gen["useful_tokens"] == res.gen["slot_tokens"] == sum(r["n_tokens"] for r in res.records)
     assert res.tokens_per_s == pytest.approx(res.gen["useful_tokens_per_s"], rel=1e-3)
     assert all(isinstance(r["truncated"], bool) for r in res.records)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 7])
+def test_refilled_slots_match_static_generate_and_shift_the_window(tiny_model_dir, batch_size, monkeypatch):
+    """Fewer slots than prompts: rows end, prompts from the queue take their slots, and the cache window
+    shifts left when its columns run out; every completion is still the static path's."""
+    from mathgpt import generate as gen
+
+    shifts = []
+    make_room = gen._Slots.make_room
+
+    def counting(self, keep):
+        n = self.n
+        make_room(self, keep)
+        if self.n < n and self.rows:
+            shifts.append(n - self.n)
+
+    monkeypatch.setattr(gen._Slots, "make_room", counting)
+    tok = load_tokenizer(str(tiny_model_dir))
+    model = _model(tiny_model_dir, 0.01)  # rows of 1-24 tokens: they end at different steps, some at the cap
+    static, _ = generate(model, tok, PROMPTS, mode="static", max_new_tokens=24, batch_size=12)
+    drop, stats = generate(model, tok, PROMPTS, mode="drop", max_new_tokens=24, batch_size=batch_size)
+    assert drop == static
+    assert stats.slot_tokens == stats.useful_tokens == sum(g.n_tokens for g in drop)
+    if batch_size == 2:  # six prompts pass through each slot: more columns than a window holds
+        assert shifts
+
+
+@pytest.mark.parametrize("max_new_tokens", [1, 2])
+def test_rows_that_end_at_their_first_tokens(tiny_model_dir, max_new_tokens):
+    """A row can end at the prefill's token (EOS, or a 1-token cap) and never take a decoding slot."""
+    tok = load_tokenizer(str(tiny_model_dir))
+    model = _model(tiny_model_dir, 0.05)
+    kw = dict(max_new_tokens=max_new_tokens, batch_size=4)
+    drop, stats = generate(model, tok, PROMPTS, mode="drop", **kw)
+    assert drop == generate(model, tok, PROMPTS, mode="static", **kw)[0]
+    assert stats.slot_tokens == stats.useful_tokens
+    assert any(g.n_tokens == 1 and not g.truncated for g in drop)  # an EOS first
+    if max_new_tokens == 1:
+        assert all(g.n_tokens == 1 for g in drop)
+
+
+def test_a_span_past_the_sliding_window_is_refused(tiny_model_dir):
+    tok = load_tokenizer(str(tiny_model_dir))
+    model = _model(tiny_model_dir, 0.0)
+    model.config.sliding_window = 20
+    with pytest.raises(ValueError, match="sliding window"):
+        generate(model, tok, PROMPTS, mode="drop", max_new_tokens=24, batch_size=4)

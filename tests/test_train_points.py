@@ -146,3 +146,45 @@ def test_sequential_order_trains_in_the_nested_prefix_order(tiny_model_dir):
     widths = [sorted(len(rows[i]["input_ids"]) for i in grouped[j : j + 2]) for j in range(0, 8, 2)]
     assert sorted(widths) == [[2, 3], [4, 5], [7, 8], [9, 9]]  # batches of neighbours in length
     assert grouped != list(WholeSetLengthSampler([len(r["input_ids"]) for r in rows], 2, seed=1))
+
+
+def test_bf16_mixed_precision_trains_under_autocast_and_evaluates_outside_it(tiny_model_dir, tmp_path):
+    """train.mixed_precision bf16: the training forward runs in bf16, the adapter and its gradients stay fp32,
+    and an evaluation point (called from inside training) runs without autocast, in fp32."""
+    from mathgpt.train import tokenize, train, training_args
+
+    cfg, tok, model, rd = _setup(tiny_model_dir, mixed_precision="bf16", learning_rate=5e-3)
+    args = training_args(cfg.train, out_dir=tmp_path, seed=cfg.seed, device="cpu", dtype=cfg.model.dtype)
+    assert not args.bf16  # accelerate's bf16 would wrap model.forward, evaluation included
+    seen: dict[str, set] = {"train": set(), "point": set()}
+    phase = {"now": "train"}
+    lm_head = model.get_base_model().lm_head
+    lm_head.register_forward_hook(lambda m, i, o: seen[phase["now"]].add(o.dtype))
+
+    def on_point(m, info):
+        phase["now"] = "point"
+        assert not torch.is_autocast_enabled("cpu")
+        with torch.no_grad():
+            m(input_ids=torch.tensor([[1, 2, 3]]))
+        phase["now"] = "train"
+
+    rows = tokenize(rd.train[:8], tok, "plain", 256)
+    train(model, tok, rows, args, mixed_precision="bf16", on_point=on_point, point_epochs={1})
+    phase["now"] = "point"
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[1, 2, 3]]))  # after training: still fp32
+    assert seen == {"train": {torch.bfloat16}, "point": {torch.float32}}
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    assert lora and all(p.dtype == torch.float32 for p in lora)
+    assert any(p.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)  # it did train
+
+
+def test_fp32_training_never_autocasts(tiny_model_dir, tmp_path):
+    from mathgpt.train import tokenize, train
+
+    cfg, tok, model, rd = _setup(tiny_model_dir)
+    assert cfg.train.mixed_precision == "no"
+    seen = set()
+    model.get_base_model().lm_head.register_forward_hook(lambda m, i, o: seen.add(o.dtype))
+    train(model, tok, tokenize(rd.train[:8], tok, "plain", 256), _args(cfg, tmp_path))
+    assert seen == {torch.float32}
