@@ -22,8 +22,9 @@ credited, so it is a floor).
 
 Generation: the random model never stops, so a hook on the model's logits makes row i emit EOS after exactly
 its GSM8K target length (and never earlier), the way a fine-tuned model stops. ``static_b64`` is today's
-``model.generate`` with batches of 64 (the config's eval batch); ``drop_b64`` and ``drop_bN`` the
-dropped-rows loop of mathgpt.generate; ``fixed_eager`` / ``fixed_compiled`` compare a static cache +
+``model.generate`` with batches of 64 (the config's eval batch); ``drop_b64`` and ``drop_bN`` mathgpt.generate's
+continuous batch (``mode="drop"``: preallocated slot cache, finished rows leave, no row-step wasted) with 64
+and N slots; ``fixed_eager`` / ``fixed_compiled`` compare a static cache +
 torch.compile against eager at a fixed length. A global ``--budget-s`` skips the phases that no longer fit.
 
 Needs on the GPU machine (no network): torch with CUDA, transformers, peft, accelerate, and the wheel in .whl/

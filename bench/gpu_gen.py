@@ -1,8 +1,8 @@
 """Generation phases of bench/gpu_bench.py: random weights made to stop like a fine-tuned model.
 
-A random model never emits EOS, so every static batch would run to the cap and dropping finished rows would
-have nothing to drop. ``ForcedStops`` makes row r stop after exactly its GSM8K target length instead, so both
-paths decode the same tokens and differ only in what they pay for finished rows.
+A random model never emits EOS, so every static batch would run to the cap and the continuous batch would
+have nothing to save. ``ForcedStops`` makes row r stop after exactly its GSM8K target length instead, so both
+paths decode the same number of tokens and differ only in what they pay for finished rows.
 """
 
 from __future__ import annotations
@@ -21,32 +21,35 @@ EOS = PAD = 2
 class ForcedStops:
     """Makes row r of a generation stop after exactly ``lengths[r]`` tokens (EOS suppressed before that).
 
-    Row identity travels in the prompt's first real token (3 + r); after a drop the hook removes the rows it
-    ended, so it follows both static batches (which keep finished rows) and the dropped-rows loop.
+    Row identity travels in the tokens themselves: the prompt's first real token is 3 + r, and every token
+    the hook lets row r generate before its EOS is 3 + r again. A decoding step's input token therefore names
+    its row, whichever slot the row sits in: this follows static batches (finished rows are fed EOS/PAD and
+    left alone), the continuous batch's moved and refilled slots, and prefills of any group of prompts.
     """
 
     def __init__(self, model, lengths: list[int]):
         self.model, self.lengths, self.orig = model, lengths, model.forward
-        self.rows: list[int] = []
-        self.ended: set[int] = set()
-        self.step = 0
+        self.made = [0] * len(lengths)  # tokens generated so far, per row
         self.__signature__ = inspect.signature(self.orig)  # generate() reads the forward's argument names
         model.forward = self
 
     def __call__(self, *args, **kw):
         out = self.orig(*args, **kw)
         ids, mask = kw["input_ids"], kw["attention_mask"]
-        if ids.shape[1] > 1:  # prefill: read each row's identity from its first real token
-            first = mask.argmax(dim=1)
-            self.rows = (ids[torch.arange(len(ids)), first] - 3).tolist()
-            self.step = 0
-        elif len(self.rows) != len(ids):  # the dropped-rows loop removed the rows ended last step
-            self.rows = [r for r in self.rows if r not in self.ended]
-        self.step += 1
+        if ids.shape[1] > 1:  # prefill: the first real token of each prompt
+            tok = ids[torch.arange(len(ids)), mask[:, -ids.shape[1] :].argmax(dim=1)]
+        else:
+            tok = ids[:, 0]
         logits = out.logits[:, -1]
-        stop = torch.tensor([self.lengths[r] <= self.step for r in self.rows], device=logits.device)
-        self.ended |= {r for r, s in zip(self.rows, stop.tolist(), strict=True) if s}
-        logits[:, EOS] = torch.where(stop, logits.max() + 10, logits.min() - 10)
+        lo, hi = logits.min() - 10, logits.max() + 10
+        for i, t in enumerate(tok.tolist()):
+            r = t - 3
+            if t == EOS:  # a finished row of a static batch: keep it finished
+                logits[i, EOS] = hi
+                continue
+            self.made[r] += 1
+            logits[i] = lo
+            logits[i, EOS if self.made[r] >= self.lengths[r] else t] = hi
         return out
 
     def close(self) -> None:
@@ -59,8 +62,11 @@ class IdTokenizer:
     eos_token_id = pad_token_id = EOS
     padding_side = "left"
 
-    def __call__(self, texts: list[str], return_tensors: str = "pt", padding: bool = True):
+    def __call__(self, texts: str | list[str], return_tensors: str | None = None, padding: bool = False):
         from transformers import BatchEncoding
+
+        if isinstance(texts, str):  # one prompt: a list of ids, as a transformers tokenizer returns
+            return {"input_ids": [int(x) for x in texts.split()]}
 
         rows = [[int(x) for x in t.split()] for t in texts]
         width = max(map(len, rows))
@@ -87,6 +93,7 @@ def gen_phase(b, model, mode: str, n: int, batch: int) -> dict:
         generate(
             model, IdTokenizer(), prompts[: min(8, n)], max_new_tokens=4, batch_size=8, mode=mode
         )  # warm-up
+        hook.made = [0] * len(hook.made)
         b.reset_peak()
         b.sync()
         gens, s = generate(

@@ -58,7 +58,9 @@ def _planned(points: list[dict], overrides: dict) -> tuple[float, float]:
     """(to-the-end tokens, separate-runs tokens) of one trial, scaled from what it trained so far."""
     last = points[-1]
     sizes = overrides.get("eval.at_examples")
-    if sizes or not float(last["epoch"]).is_integer():
+    # A data-size curve shows as points inside the epoch (the sweep's own eval.at_examples is not in the
+    # trial's overrides, only its sampled parameters are).
+    if sizes or any(not float(p["epoch"]).is_integer() for p in points):
         n_train = int(overrides.get("data.train_size") or round(last["train_examples"] / last["epoch"]))
         sizes = sorted(set(sizes or [p["train_examples"] for p in points]) | {n_train})
         per_example = last["train_tokens"] / last["train_examples"]
@@ -145,11 +147,11 @@ def to_markdown(
         f"| all | | | | {s['actual_tokens']:,.0f} | {sum(r.train_s for r in rows):.1f} | "
         f"{sum(r.eval_s for r in rows):.1f} | {total_wall:.1f} |",
         "",
-        "Training tokens against running every point to its end as separate runs per epoch count:",
+        "Training tokens against running every point (epoch count or data size) as a separate run:",
         "",
-        f"- separate runs for each epoch count: {s['separate_runs_tokens']:,.0f}",
-        f"- every trial to its last epoch, evaluated after each: {s['to_end_tokens']:,.0f} "
-        f"(per-epoch evaluation saves {s['saved_by_per_epoch_eval']:.1%})",
+        f"- a separate run for each point: {s['separate_runs_tokens']:,.0f}",
+        f"- every trial to its end, evaluated at each point: {s['to_end_tokens']:,.0f} "
+        f"(evaluating inside one run saves {s['saved_by_per_epoch_eval']:.1%})",
         f"- what ran, with pruning: {s['actual_tokens']:,.0f} (pruning saves {s['saved_by_pruning']:.1%})",
         f"- saved in all: {s['saved_total']:.1%}",
         "",
@@ -244,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = trial_costs(trials)
     text = to_markdown(study.study_name, rows, savings(rows), len(trials), study_span_s(trials), cmd.strip())
     print(text)
-    write_section("sweep", "## Sweep compute\n\n" + text)
+    write_section("sweep", text)  # to_markdown opens with its own heading
     return 0
 
 

@@ -37,3 +37,16 @@ def test_at_examples_trial_is_costed_against_separate_runs_per_size():
     s = savings([row])
     assert s["separate_runs_tokens"] == 100 * 480 and s["actual_tokens"] == 25600
     assert s["saved_total"] == pytest.approx(1 - 256 / 480)
+
+
+def test_a_curve_from_the_sweeps_own_at_examples_is_costed_from_its_points():
+    """The sweep's fixed eval.at_examples is not in a trial's overrides: the points inside the epoch say it."""
+    points = [
+        {"point": i + 1, "epoch": k / 128, "train_examples": k, "train_tokens": 100 * k, "train_wall_s": k / 10,
+         "eval_wall_s": 1.0}
+        for i, k in enumerate([32, 64, 128])
+    ]  # fmt: skip
+    attrs = {"points": points, "overrides": {"data.train_size": 128, "train.epochs": 1}}
+    trial = optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.5, user_attrs=attrs)
+    s = savings(trial_costs([trial]))
+    assert s["separate_runs_tokens"] == 100 * (32 + 64 + 128) and s["actual_tokens"] == 100 * 128
