@@ -1,12 +1,15 @@
 """Combined sweep throughput with 1 and 2 local workers (`mathgpt sweep --workers N`), side by side.
 
     python bench/sweep_workers.py [--points 4] [--train-size 32] [--out bench/RESULTS.md]
+    python bench/sweep_workers.py --smollm2 [--points 4] [--train-size 32]   # compute-bound trials
 
 Runs the same grid study on the tiny random test model twice, once per worker count, in fresh folders, and
 reports completed trials per hour over the trial phase (first trial start to last trial end, from the study
 itself; the base run before it is the same for both). Each worker gets cores // N torch threads. On the tiny
 model a trial is mostly process start and imports, so this measures the launcher and the core split, not
-SmolLM2-sized training; a real study's ratio has to be measured on its own model.
+SmolLM2-sized training; ``--smollm2`` runs the same grid on experiments/cpu_smollm2.yaml (embedded
+SmolLM2-135M, ``--train-size`` examples at batch 4, 20 problems with a 64-token cap), where a trial is mostly
+training and evaluation.
 """
 
 from __future__ import annotations
@@ -49,6 +52,27 @@ def write_study(root: Path, model: Path, points: int, train_size: int) -> Path:
     return path
 
 
+def write_smollm2_study(root: Path, points: int, train_size: int) -> Path:
+    lrs = [round(1e-3 * (i + 1), 6) for i in range(points)]
+    spec = {
+        "study": "w",
+        "base_config": str(REPO / "experiments" / "cpu_smollm2.yaml"),
+        "overrides": {
+            "data.train_size": train_size,
+            "data.eval_size": 20,
+            "eval.max_new_tokens": 64,
+            "train.batch_size": 4,
+            "train.min_steps": 4,
+        },
+        "sampler": {"type": "grid"},
+        "timeout_s": 3600,
+        "params": {"lr": {"key": "train.learning_rate", "type": "categorical", "choices": lrs}},
+    }
+    path = root / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
 def measure(sweep: Path, out: Path, workers: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, "-m", "mathgpt", "sweep", str(sweep), "--output-dir", str(out), "--no-report"]
@@ -74,21 +98,32 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=4)
     ap.add_argument("--train-size", type=int, default=32)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--smollm2", action="store_true", help="trials on the embedded SmolLM2-135M")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        model = make_tiny_model(root / "tiny")
-        sweep = write_study(root, model, args.points, args.train_size)
+        if args.smollm2:
+            sweep = write_smollm2_study(root, args.points, args.train_size)
+        else:
+            sweep = write_study(root, make_tiny_model(root / "tiny"), args.points, args.train_size)
         rows = [measure(sweep, root / f"runs{n}", n) for n in (1, 2)]
     ratio = rows[1]["per_hour"] / rows[0]["per_hour"]
     load = os.getloadavg()[0]
+    what = (
+        f"SmolLM2-135M (experiments/cpu_smollm2.yaml, bf16 autocast), {args.points} grid trials of "
+        f"{args.train_size} examples x 1 epoch at batch 4, 20 problems, 64-token cap"
+        if args.smollm2
+        else f"Tiny random Mistral (~100k parameters), {args.points} grid trials of {args.train_size} "
+        "examples x 1 epoch, 8 problems"
+    )
     lines = [
-        "## Sweep throughput: 1 vs 2 local workers (tiny model, CPU)",
+        f"## Sweep throughput: 1 vs 2 local workers ({'SmolLM2' if args.smollm2 else 'tiny model'}, CPU)",
         "",
-        f"`python bench/sweep_workers.py --points {args.points} --train-size {args.train_size}` on "
-        f"{platform.machine()}, {cpu_cores()} cores, load average {load:.1f} at the end (shared machine: measured "
-        f"under load). Tiny random Mistral (~100k parameters), {args.points} grid trials of {args.train_size} "
-        f"examples x 1 epoch, 8 problems; `--workers 2` gives each worker {threads_per_worker(2)} torch thread(s).",
+        f"`python bench/sweep_workers.py{' --smollm2' if args.smollm2 else ''} --points {args.points} "
+        f"--train-size {args.train_size}` on {platform.machine()}, {cpu_cores()} cores, "
+        f"{time.strftime('%Y-%m-%d')}, load average {load:.1f} at the end (the run itself holds it near 2). "
+        f"{what}; `--workers 2` gives each worker {threads_per_worker(2)} torch thread(s), one worker all "
+        f"{cpu_cores()}.",
         "",
         "| workers | trials | trial phase (s) | command wall (s) | trials / hour |",
         "| --- | --- | --- | --- | --- |",
@@ -97,14 +132,17 @@ def main() -> None:
             for r in rows
         ),
         "",
-        f"**2 workers / 1 worker: {ratio:.2f}x** combined trials per hour. On the tiny model a trial is mostly "
-        "process start and imports (single-threaded), so this shows the launcher shares the grid without "
-        "running a point twice; the 1-worker run used every core, the 2-worker run cores // 2 each. What the "
-        "split buys on compute-bound SmolLM2 training is not measured here (the machine was shared), nor GPU.",
+        f"**2 workers / 1 worker: {ratio:.2f}x** combined trials per hour"
+        + (
+            ": each trial is mostly training and evaluation on SmolLM2, so this is the compute-bound case."
+            if args.smollm2
+            else ". On the tiny model a trial is mostly process start and imports (single-threaded), so this "
+            "shows the launcher shares the grid without running a point twice."
+        ),
     ]
     text = "\n".join(lines)
     print(text)
-    write_section("workers", text, args.out)
+    write_section("workers-smollm2" if args.smollm2 else "workers", text, args.out)
 
 
 if __name__ == "__main__":
