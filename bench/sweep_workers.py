@@ -134,7 +134,10 @@ def main() -> None:
         "",
         f"**2 workers / 1 worker: {ratio:.2f}x** combined trials per hour"
         + (
-            ": each trial is mostly training and evaluation on SmolLM2, so this is the compute-bound case."
+            f". Trials are short ({rows[0]['phase_s'] / rows[0]['trials']:.0f} s each with one worker), so "
+            "process start and model loading weigh in both runs; with threads split, two workers on 2 cores "
+            "add up instead of slowing each other (unsplit, two workers made a 2-minute trial take 8 min 12 s, "
+            "issue 13)."
             if args.smollm2
             else ". On the tiny model a trial is mostly process start and imports (single-threaded), so this "
             "shows the launcher shares the grid without running a point twice."
