@@ -94,6 +94,9 @@ def _start_cli(tmp_path: Path, port: int) -> tuple[subprocess.Popen, str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A shell's background job inherits SIGINT ignored (e.g. `bash .ci/run &`), and Python then installs
+        # no KeyboardInterrupt handler; Ctrl-C is what this tests, so the child gets the default back.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     line = proc.stdout.readline()
     assert "http://127.0.0.1:" in line, line + proc.stderr.read()
