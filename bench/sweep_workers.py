@@ -34,43 +34,39 @@ from mathgpt.sweep.workers import cpu_cores, threads_per_worker  # noqa: E402
 from tests.conftest import make_tiny_model, tiny_run_config  # noqa: E402
 
 
+def _write_sweep(root: Path, base_config: str, points: int, overrides: dict | None = None) -> Path:
+    """A grid over ``points`` learning rates on ``base_config``."""
+    lrs = [round(1e-3 * (i + 1), 6) for i in range(points)]
+    spec = {
+        "study": "w",
+        "base_config": base_config,
+        "overrides": overrides or {},
+        "sampler": {"type": "grid"},
+        "timeout_s": 3600,
+        "params": {"lr": {"key": "train.learning_rate", "type": "categorical", "choices": lrs}},
+    }
+    path = root / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
 def write_study(root: Path, model: Path, points: int, train_size: int) -> Path:
     run = tiny_run_config(
         model, train={"epochs": 1, "batch_size": 1, "min_steps": 4}, data={"train_size": train_size}
     )
     (root / "base.yaml").write_text(yaml.safe_dump(run))
-    lrs = [round(1e-3 * (i + 1), 6) for i in range(points)]
-    spec = {
-        "study": "w",
-        "base_config": "base.yaml",
-        "sampler": {"type": "grid"},
-        "timeout_s": 3600,
-        "params": {"lr": {"key": "train.learning_rate", "type": "categorical", "choices": lrs}},
-    }
-    path = root / "sweep.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
+    return _write_sweep(root, "base.yaml", points)
 
 
 def write_smollm2_study(root: Path, points: int, train_size: int) -> Path:
-    lrs = [round(1e-3 * (i + 1), 6) for i in range(points)]
-    spec = {
-        "study": "w",
-        "base_config": str(REPO / "experiments" / "cpu_smollm2.yaml"),
-        "overrides": {
-            "data.train_size": train_size,
-            "data.eval_size": 20,
-            "eval.max_new_tokens": 64,
-            "train.batch_size": 4,
-            "train.min_steps": 4,
-        },
-        "sampler": {"type": "grid"},
-        "timeout_s": 3600,
-        "params": {"lr": {"key": "train.learning_rate", "type": "categorical", "choices": lrs}},
+    overrides = {
+        "data.train_size": train_size,
+        "data.eval_size": 20,
+        "eval.max_new_tokens": 64,
+        "train.batch_size": 4,
+        "train.min_steps": 4,
     }
-    path = root / "sweep.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
+    return _write_sweep(root, str(REPO / "experiments" / "cpu_smollm2.yaml"), points, overrides)
 
 
 def measure(sweep: Path, out: Path, workers: int) -> dict:

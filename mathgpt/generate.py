@@ -32,6 +32,8 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
 from transformers.cache_utils import DynamicLayer
 
+from mathgpt.model import left_padded
+
 
 @dataclass(frozen=True)
 class Generation:
@@ -256,15 +258,7 @@ PREFILL_ROWS = 32
 
 def _prefill(model, ids: list[list[int]], pad_id: int, device, cache_kw: str):
     """Left-padded prompts through the model: (their cache, mask, first tokens, last prompt positions)."""
-    p = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), p), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), p), dtype=torch.long)
-    for i, x in enumerate(ids):
-        input_ids[i, p - len(x) :] = torch.tensor(x)
-        mask[i, p - len(x) :] = 1
-    input_ids, mask = input_ids.to(device), mask.to(device)
-    # Positions skip the left padding, as in generate(); padded slots are masked out, so their value is moot.
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    input_ids, mask, positions = (t.to(device) for t in left_padded(ids, pad_id))
     cache = DynamicCache(config=model.config)
     out = model(
         input_ids=input_ids,

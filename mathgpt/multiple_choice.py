@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from mathgpt.general import ChoiceItem, choice_fingerprint, choice_slice, load_choices
+from mathgpt.model import left_padded
 from mathgpt.stats import wilson_ci
 
 
@@ -64,13 +65,7 @@ def loglikelihoods(
             batch = batch[: len(batch) // 2]
         start += len(batch)
         seqs = [(encoded[i][0] + encoded[i][1])[:-1] for i in batch]  # the last token is only predicted
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for row, s in enumerate(seqs):
-            ids[row, width - len(s) :] = torch.tensor(s)
-            mask[row, width - len(s) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        ids, mask, positions = left_padded(seqs, pad)
         keep = max(len(encoded[i][1]) for i in batch)
         logits = model(
             input_ids=ids.to(device),

@@ -22,6 +22,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from mathgpt.config import TrainConfig
 from mathgpt.data import Example
+from mathgpt.model import left_padded
 from mathgpt.prompts import format_prompt, format_target
 
 IGNORE = -100
@@ -53,16 +54,12 @@ class LeftPadCollator:
         self.pad_id = pad_id
 
     def __call__(self, rows: list[Tokenized]) -> dict[str, torch.Tensor]:
-        width = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        ids, mask, positions = left_padded([r["input_ids"] for r in rows], self.pad_id)
         labels = torch.full_like(ids, IGNORE)
-        mask = torch.zeros_like(ids)
+        width = ids.shape[1]
         for i, r in enumerate(rows):
             n, k = len(r["input_ids"]), r["n_prompt"]
-            ids[i, width - n :] = torch.tensor(r["input_ids"])
             labels[i, width - n + k :] = torch.tensor(r["input_ids"][k:])
-            mask[i, width - n :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
         return {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "labels": labels}
 
 
