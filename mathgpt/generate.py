@@ -352,9 +352,14 @@ def generate(
     rows: list[list[int]] = []
     slots = 0
     with torch.inference_mode():
+        ids = [tokenizer(prompts[i])["input_ids"] for i in order] if mode == "drop" else []
+        if mode == "drop" and not _fits_window(model, max(len(x) for x in ids) + max_new_tokens):
+            print(
+                f"{desc}: prompt + max_new_tokens exceed the model's sliding window; decoding in static batches",
+                flush=True,
+            )
+            mode = "static"
         if mode == "drop":
-            ids = [tokenizer(prompts[i])["input_ids"] for i in order]
-            _check_window(model, max(len(x) for x in ids) + max_new_tokens)
             with tqdm(
                 total=len(prompts), desc=f"{desc} [{batch_size} rows]", unit="problem", leave=False
             ) as bar:
@@ -382,13 +387,9 @@ def generate(
     return [results[i] for i in range(len(prompts))], stats
 
 
-def _check_window(model, span: int) -> None:
-    """The slot cache keeps every column (no sliding window); a sliding-window model agrees with it only while
-    a row's prompt and completion fit in the window."""
+def _fits_window(model, span: int) -> bool:
+    """The slot cache keeps every column (no sliding window): it agrees with a sliding-window model only while
+    a row's prompt and completion fit in the window; beyond it the static path (which keeps one) is used."""
     window = getattr(model.config, "sliding_window", None)
     types = getattr(model.config, "layer_types", None) or []
-    if window and span > window and (any("sliding" in t for t in types) or not types):
-        raise ValueError(
-            f"prompt + max_new_tokens ({span} tokens) exceed the model's sliding window ({window}); "
-            "the continuous batch keeps no sliding window"
-        )
+    return not (window and span > window and (any("sliding" in t for t in types) or not types))
