@@ -186,6 +186,8 @@ class _Slots:
         if self.rows == 0:
             self.n = p  # nothing live to keep: restart the window
         lo, hi, c0 = self.rows, self.rows + g, self.n - p
+        if c0 < 0:  # prompts come longest first and shifts keep room for the next one, so this cannot happen
+            raise RuntimeError(f"a {p}-token prompt does not fit the {self.n} open columns")
         for slot, layer in zip(self.layers, cache.layers, strict=True):
             slot.k[lo:hi, :, c0 : self.n] = layer.keys
             slot.v[lo:hi, :, c0 : self.n] = layer.values
@@ -274,9 +276,12 @@ def _prefill(model, ids: list[list[int]], pad_id: int, device, cache_kw: str):
 def _continuous(
     model, tokenizer, ids: list[list[int]], max_new_tokens: int, slots: int, bar
 ) -> tuple[list[list[int]], int]:
-    """Greedy decoding of every prompt in ``ids`` (longest first) through ``slots`` rows that are refilled
-    from the queue as rows end (EOS or ``max_new_tokens``); a row-step is only ever spent on a kept token."""
+    """Greedy decoding of every prompt in ``ids`` through ``slots`` rows that are refilled from the queue as
+    rows end (EOS or ``max_new_tokens``); a row-step is only ever spent on a kept token. Returns each prompt's
+    tokens, in the order of ``ids``, and the row-steps computed."""
     eos, device, cache_kw = tokenizer.eos_token_id, next(model.parameters()).device, _cache_kwarg(model)
+    # Longest prompt (in tokens) first: the window opened by the first group then holds every later prompt.
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
     span = max(len(x) for x in ids) + max_new_tokens
     batch = _Slots(model, min(slots, len(ids)), span if len(ids) <= slots else span + span // 2 + 1)
     tokens: list[list[int]] = [[] for _ in ids]
@@ -293,7 +298,7 @@ def _continuous(
         free = batch.slots - batch.rows
         if queue < len(ids) and (free >= min(refill_at, len(ids) - queue) or batch.rows == 0):
             # Prefill in groups of similar length: each group is padded only to its own longest prompt.
-            group = list(range(queue, min(len(ids), queue + free, queue + PREFILL_ROWS)))
+            group = order[queue : queue + min(free, PREFILL_ROWS)]
             queue += len(group)
             cache, mask, first, last_pos = _prefill(
                 model, [ids[i] for i in group], tokenizer.pad_token_id, device, cache_kw
@@ -313,7 +318,7 @@ def _continuous(
             continue
         if batch.rows == 0:
             return tokens, slot_steps
-        batch.make_room(keep=max((len(ids[i]) for i in range(queue, len(ids))), default=1))
+        batch.make_room(keep=len(ids[order[queue]]) if queue < len(ids) else 1)  # the next prompt must fit
         next_ids = batch.step(cache_kw)
         slot_steps += batch.rows
         finished = [s for s, (i, t) in enumerate(zip(owner, next_ids.tolist(), strict=True)) if ended(i, t)]
@@ -346,8 +351,8 @@ def generate(
     device = next(model.parameters()).device
     eos = tokenizer.eos_token_id
     start = time.perf_counter()
-    # Longest prompts first: rows of similar length waste less padding, and a continuous batch's window
-    # always holds the next prompt; the original order is restored below.
+    # Longest prompts first: rows of similar length waste less padding (the continuous batch orders its
+    # queue by tokens itself); the original order is restored below.
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     rows: list[list[int]] = []
     slots = 0

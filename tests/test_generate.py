@@ -162,3 +162,27 @@ def test_a_span_past_the_sliding_window_decodes_in_static_batches(tiny_model_dir
     assert (
         gens == reference and stats.slot_tokens > stats.useful_tokens
     )  # static batches pay for finished rows
+
+
+def test_the_queue_orders_itself_longest_prompt_first(tiny_model_dir):
+    """The window opened by the first group must hold every later prompt: the continuous batch sorts its queue
+    by token count itself, whatever order it is handed (here shortest first)."""
+    from tqdm.auto import tqdm
+
+    from mathgpt import generate as gen
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    model = _model(tiny_model_dir, 0.01)
+    # shortest first, and the long ones longer than a short prompt plus its whole completion
+    prompts = [f"Q{i}: " + "y" * n for i, n in enumerate([1, 2, 3, 50, 60, 70])]
+    ids = [tok(p)["input_ids"] for p in prompts]
+    assert len(ids[1]) + 24 < len(ids[3])
+    with torch.inference_mode():
+        rows, _ = gen._continuous(model, tok, ids, 24, 2, tqdm(disable=True))
+    static, _ = generate(model, tok, prompts, mode="static", max_new_tokens=24, batch_size=12)
+    eos = tok.eos_token_id
+    texts = [
+        tok.decode(r[: r.index(eos) + 1 if eos in r else len(r)], skip_special_tokens=True).strip()
+        for r in rows
+    ]
+    assert texts == [g.text for g in static]
