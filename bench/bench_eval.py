@@ -41,8 +41,7 @@ EMBEDDED = "embedded:smollm2-135m-instruct"
 
 
 def extracted(gold: str, text: str, grader: str) -> str | None:
-    verdict = grade(gold, text, grader)
-    return verdict.extracted if hasattr(verdict, "extracted") else verdict[0]  # Verdict or (extracted, ok)
+    return grade(gold, text, grader).extracted
 
 
 def continuous(model, tok, prompts: list[str], max_new_tokens: int) -> tuple[list[Generation], GenStats]:

@@ -20,7 +20,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +83,6 @@ def score(cases: list[dict], verdicts: list[bool], seconds: list[float]) -> dict
         "fn": sum(c["expected"] and not v for c, v in zip(cases, verdicts, strict=True)),
         "median_s": statistics.median(seconds),
         "max_s": max(seconds),
-        "by_kind": Counter(c["kind"] for c, ok in zip(cases, right, strict=True) if ok),
         "wrong": [
             (c["kind"], c["gold"][:50], c["response"][-70:], v)
             for c, v in zip(cases, verdicts, strict=True)

@@ -12,15 +12,16 @@ problem) with a 95% t interval. Writes its section of bench/RESULTS.md when ``--
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
 import pandas as pd
-from statsmodels.stats.contingency_tables import mcnemar
-from statsmodels.stats.weightstats import DescrStatsW
 
 sys.path.insert(0, str(Path(__file__).parent))
 from results import write_section  # noqa: E402
+
+from mathgpt.stats import mcnemar_test, mean_ci  # noqa: E402
 
 
 def _point(df: pd.DataFrame, seed: float, k: int) -> pd.Series:
@@ -30,7 +31,7 @@ def _point(df: pd.DataFrame, seed: float, k: int) -> pd.Series:
 def compare(before: pd.DataFrame, after: pd.DataFrame, labels: tuple[str, str]) -> list[str]:
     a_name, b_name = labels
     lines = [
-        f"| examples | seed | {a_name} | {b_name} | only {a_name} | only {b_name} | McNemar p (exact) |",
+        f"| examples | seed | {a_name} | {b_name} | only {a_name} | only {b_name} | McNemar p |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     sizes = sorted(set(before.train_examples) & set(after.train_examples) - {0})
@@ -41,18 +42,17 @@ def compare(before: pd.DataFrame, after: pd.DataFrame, labels: tuple[str, str]) 
             a, b = _point(before, seed, k).align(_point(after, seed, k), join="inner")
             if a.empty:
                 continue
-            only_a, only_b = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
-            p = mcnemar([[0, only_a], [only_b, 0]], exact=True).pvalue
+            m = mcnemar_test(a.to_numpy(), b.to_numpy())  # exact below 25 discordant problems
             lines.append(
-                f"| {k} | {int(seed)} | {int(a.sum())}/{len(a)} | {int(b.sum())}/{len(b)} | {only_a} | {only_b} "
-                f"| {p:.2f} |"
+                f"| {k} | {int(seed)} | {int(a.sum())}/{len(a)} | {int(b.sum())}/{len(b)} | {m.base_only} "
+                f"| {m.tuned_only} | {m.pvalue:.2f}{'' if m.exact else ' (chi2)'} |"
             )
             diffs.append((b - a).rename(int(seed)))
         if diffs:
             per_problem = pd.concat(diffs, axis=1).mean(axis=1) * 100
-            lo, hi = DescrStatsW(per_problem.to_numpy()).tconfint_mean()
+            ci = mean_ci(per_problem.to_numpy())
             summary.append(
-                f"- {k} examples: {b_name} − {a_name} = {per_problem.mean():+.1f} points [{lo:+.1f}, {hi:+.1f}] "
+                f"- {k} examples: {b_name} − {a_name} = {ci.mean:+.1f} points [{ci.lo:+.1f}, {ci.hi:+.1f}] "
                 f"({len(diffs)} seeds averaged per problem, {len(per_problem)} problems)"
             )
     return lines + [""] + summary
@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if a.section:
-        write_section(a.section, f"## {a.title}\n\n{text}")
+        cmd = shlex.join(argv if argv is not None else sys.argv[1:])
+        write_section(a.section, f"## {a.title}\n\n`python bench/compare_studies.py {cmd}`\n\n{text}")
     return 0
 
 

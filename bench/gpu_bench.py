@@ -196,10 +196,6 @@ class TokenBudgetTrainer(CompletionTrainer):
         return self.accelerator.prepare(dl)
 
 
-def n_params(model) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def train_phase(
     b: Bench, base, kind: str, *, gc_on: bool, liger: bool = False, need_liger: bool = True, budget: int = 0
 ) -> dict:
@@ -268,7 +264,7 @@ def _train(
     timed = len(clock.times) - a.warmup
     tokens = sum(collate.tokens[a.warmup : a.warmup + timed])
     tok_s = tokens / (t1 - t0)
-    total = n_params(base)
+    total = count_parameters(base)[1]
     peak = (
         next((v for k, v in PEAK_BF16.items() if k in torch.cuda.get_device_name()), None) if b.cuda else None
     )
@@ -302,7 +298,7 @@ def memory_allows_no_gc(b: Bench, model) -> tuple[bool, float]:
     )
     c = model.config
     est = estimate_peak_memory_gib(
-        cfg, n_params(model), 42_000_000, c.hidden_size, c.num_hidden_layers, c.vocab_size
+        cfg, count_parameters(model)[1], 42_000_000, c.hidden_size, c.num_hidden_layers, c.vocab_size
     )["total"]
     card = torch.cuda.get_device_properties(0).total_memory / 2**30 if b.cuda else float("inf")
     return est < 0.9 * card, round(est, 1)
@@ -331,7 +327,7 @@ def main() -> None:
     b.emit({"phase": "device", "name": dev, "torch": torch.__version__, "dtype": b.dtype})
     t = time.perf_counter()
     base = make_model(b)
-    b.emit({"phase": "init_random", "s": round(time.perf_counter() - t, 1), "params": n_params(base)})
+    b.emit({"phase": "init_random", "s": round(time.perf_counter() - t, 1), "params": count_parameters(base)[1]})
     no_gc, est = memory_allows_no_gc(b, base)
     b.emit({"phase": "memory_estimate", "no_checkpointing_gib": est, "checkpointing_needed": not no_gc})
 

@@ -14,6 +14,7 @@ import time
 import torch
 
 from mathgpt.generate import generate
+from mathgpt.model import left_padded
 
 EOS = PAD = 2
 
@@ -68,12 +69,7 @@ class IdTokenizer:
         if isinstance(texts, str):  # one prompt: a list of ids, as a transformers tokenizer returns
             return {"input_ids": [int(x) for x in texts.split()]}
 
-        rows = [[int(x) for x in t.split()] for t in texts]
-        width = max(map(len, rows))
-        ids = torch.full((len(rows), width), PAD)
-        mask = torch.zeros_like(ids)
-        for i, r in enumerate(rows):
-            ids[i, width - len(r) :], mask[i, width - len(r) :] = torch.tensor(r), 1
+        ids, mask, _ = left_padded([[int(x) for x in t.split()] for t in texts], PAD)
         return BatchEncoding({"input_ids": ids, "attention_mask": mask})
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:

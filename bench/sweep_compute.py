@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mathgpt.config import ConfigError  # noqa: E402
+from mathgpt.points import trial_points  # noqa: E402
 from mathgpt.sweep import open_study  # noqa: E402
 
 
@@ -48,10 +49,6 @@ class TrialCost:
     # (per epoch count, or per data size for an eval.at_examples trial).
     planned_tokens: float = 0.0
     separate_tokens: float = 0.0
-
-    @property
-    def tokens_per_epoch(self) -> float:
-        return self.train_tokens / self.epochs_run if self.epochs_run else 0.0
 
 
 def _planned(points: list[dict], overrides: dict) -> tuple[float, float]:
@@ -74,9 +71,7 @@ def trial_costs(trials: list[FrozenTrial]) -> list[TrialCost]:
     """One row per trial that trained (failed and lost trials before their first point have no cost data)."""
     rows = []
     for t in trials:
-        points = [
-            p for p in (t.user_attrs.get("points") or t.user_attrs.get("epochs") or []) if p["epoch"] > 0
-        ]
+        points = [p for p in trial_points(t) if p["epoch"] > 0]
         if not points or t.state not in (TrialState.COMPLETE, TrialState.PRUNED):
             continue
         overrides = t.user_attrs.get("overrides", {})

@@ -81,11 +81,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    try:
-        from mathgpt.storage import open_study
-    except ImportError:  # before helper "sweep"'s storage module is merged
-        from mathgpt.sweep import open_study
     from mathgpt.report import write_report
+    from mathgpt.storage import open_study
 
     study = open_study(args.study, args.storage, args.runs_dir)
     out = write_report(study, args.out, storage_url=args.storage)

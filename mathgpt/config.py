@@ -104,7 +104,7 @@ class TrainConfig(_Strict):
     order: Literal["grouped", "sequential"] = "grouped"
     # "bf16": training forwards and backwards run under bf16 autocast while the weights, the adapter and the
     # optimizer stay in model.dtype; evaluation is untouched (it runs outside the autocast). On a CPU with
-    # AMX/AVX512-BF16 a bf16 matmul ran 6.7x the fp32 one and training 1.5x (bench/bench_train.py, issue 13);
+    # AMX/AVX512-BF16 a bf16 matmul ran 5.9x the fp32 one and training 1.5x (bench/bench_train.py, issue 13);
     # on a CPU without them bf16 is emulated and slower (the run warns).
     mixed_precision: Literal["no", "bf16"] = "no"
 

@@ -18,11 +18,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import optuna
 
 from mathgpt.config import ConfigError
-
-try:  # the study reader moves to mathgpt.storage (docs/CONTRACTS.md); older trees keep it in sweep
-    from mathgpt.storage import open_study
-except ImportError:  # pragma: no cover - depends on the tree this is merged into
-    from mathgpt.sweep import open_study
+from mathgpt.storage import open_study, resolve_storage
 
 HOST = "127.0.0.1"
 
@@ -39,11 +35,7 @@ class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
 def study_storage(study_name: str, storage: str | None, runs_dir: str | Path) -> optuna.storages.BaseStorage:
     """The study's storage, checked first by the project's one study reader (a bad name is one line)."""
     open_study(study_name, storage, runs_dir)
-    if storage and "://" in storage:
-        return optuna.storages.RDBStorage(storage)
-    path = Path(storage) if storage else Path(runs_dir) / study_name / "journal.log"
-    backend = optuna.storages.journal.JournalFileBackend(str(path.resolve()))
-    return optuna.storages.JournalStorage(backend)
+    return resolve_storage(study_name, storage, runs_dir)[0]
 
 
 def make_dashboard(

@@ -374,7 +374,12 @@ def nested_subset(examples: list[Example], n: int, seed: int) -> list[Example]:
 
 def fingerprint(examples: list[Example]) -> str:
     """12 hex digits of sha256 over the sorted ids: equal fingerprints mean the same problems were used."""
-    return hashlib.sha256("\n".join(sorted(e.id for e in examples)).encode()).hexdigest()[:12]
+    return ids_fingerprint([e.id for e in examples])
+
+
+def ids_fingerprint(ids: list[str]) -> str:
+    """``fingerprint`` from the ids alone (a stored point's ``ids``, a study's problem list)."""
+    return hashlib.sha256("\n".join(sorted(str(i) for i in ids)).encode()).hexdigest()[:12]
 
 
 # ------------------------------------------------------------------------------------------------- display

@@ -13,7 +13,6 @@ Two kinds of rows, from the same places as the math data (a folder laid out like
 from __future__ import annotations
 
 import bz2
-import hashlib
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -286,8 +285,3 @@ def choice_slice(items: list[ChoiceItem], n: int, seed: int) -> list[ChoiceItem]
     if n >= len(items):
         return list(items)
     return [items[i] for i in sorted(random.Random(seed).sample(range(len(items)), n))]
-
-
-def choice_fingerprint(items: list[ChoiceItem]) -> str:
-    """12 hex digits of sha256 over the sorted ids, as ``data.fingerprint`` does for problems."""
-    return hashlib.sha256("\n".join(sorted(i.id for i in items)).encode()).hexdigest()[:12]

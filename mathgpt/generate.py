@@ -116,26 +116,24 @@ class _SlotLayer(DynamicLayer):
     """One layer's keys and values in preallocated ``[slots, kv_heads, capacity, head_dim]`` buffers.
 
     A decoding step writes its column in place; ``DynamicLayer`` grows by ``torch.cat``, which copies the whole
-    cache every step (~1 GB per step at 150 rows x 190 tokens on SmolLM2-135M: 250-346 ms steps against
-    221-253 ms here, same tokens; measured 2026-11-28). Live rows are always the first ``rows`` slots.
+    cache every step: on SmolLM2-135M (30 layers, 3 KV heads of 64) that is 46 KB per row and token in fp32,
+    ~1.3 GB per step at 150 rows x 190 tokens. The live rows (always the first ones) and the open
+    columns are the batch's (``_Slots``), read here, never copied.
     """
 
-    def __init__(self, k: torch.Tensor, v: torch.Tensor):
+    def __init__(self, batch: _Slots, k: torch.Tensor, v: torch.Tensor):
         super().__init__()
-        self.k, self.v = k, v
-        self.rows, self.n = 0, 0
+        self.batch, self.k, self.v = batch, k, v
         self.device, self.is_initialized = k.device, True
-        self._views()
 
-    def _views(self) -> None:
-        self.keys, self.values = self.k[: self.rows, :, : self.n], self.v[: self.rows, :, : self.n]
+    def get_seq_length(self) -> int:
+        return self.batch.n
 
     def update(self, key_states, value_states, *args, **kwargs):
-        t = key_states.shape[-2]
-        self.k[: self.rows, :, self.n : self.n + t] = key_states
-        self.v[: self.rows, :, self.n : self.n + t] = value_states
-        self.n += t
-        self._views()
+        b, n, t = self.batch.rows, self.batch.n, key_states.shape[-2]
+        self.k[:b, :, n : n + t] = key_states
+        self.v[:b, :, n : n + t] = value_states
+        self.keys, self.values = self.k[:b, :, : n + t], self.v[:b, :, : n + t]
         return self.keys, self.values
 
 
@@ -164,17 +162,12 @@ class _Slots:
             shape = (self.slots, heads, self.capacity, dim)
             # zeros, not empty: masked columns still enter the attention product, so they must be finite
             k = layer.keys.new_zeros(shape)
-            self.layers.append(_SlotLayer(k, torch.zeros_like(k)))
+            self.layers.append(_SlotLayer(self, k, torch.zeros_like(k)))
         self.cache.layers = self.layers
         self.mask = torch.zeros(self.slots, self.capacity, dtype=torch.long, device=device)
         self.feed = torch.zeros(self.slots, dtype=torch.long, device=device)
         self.pos = torch.zeros(self.slots, dtype=torch.long, device=device)
         self.start = torch.zeros(self.slots, dtype=torch.long, device=device)
-
-    def _sync(self) -> None:
-        for layer in self.layers:
-            layer.rows, layer.n = self.rows, self.n
-            layer._views()
 
     def insert(
         self, cache: DynamicCache, mask: torch.Tensor, first: torch.Tensor, last_pos: torch.Tensor
@@ -196,7 +189,6 @@ class _Slots:
         self.start[lo:hi] = c0 + (mask == 0).sum(1)
         self.feed[lo:hi], self.pos[lo:hi] = first, last_pos + 1
         self.rows = hi
-        self._sync()
 
     def remove(self, ended: list[int]) -> list[tuple[int, int]]:
         """Drop the slots in ``ended``; returns the (from, to) moves that keep the live rows in front."""
@@ -213,7 +205,6 @@ class _Slots:
             for buf in (self.mask, self.feed, self.pos, self.start):
                 buf[dst] = buf[src]
         self.rows = live
-        self._sync()
         return list(zip(movers, holes, strict=True))
 
     def make_room(self, keep: int) -> None:
@@ -233,7 +224,6 @@ class _Slots:
         self.mask[: self.rows, :m] = self.mask[: self.rows, s : self.n].clone()
         self.start[: self.rows] -= s
         self.n = m
-        self._sync()
 
     def step(self, cache_kw: str) -> torch.Tensor:
         """One decoding step for every live row; returns each row's next token (greedy)."""
@@ -246,15 +236,15 @@ class _Slots:
             use_cache=True,
             **{cache_kw: self.cache},
         )
-        self.n += 1
-        self._sync()
+        self.n += 1  # every layer wrote column n during the forward
         self.pos[:b] += 1
         return out.logits[:, -1].argmax(-1)
 
 
-# Rows per prefill forward. SmolLM2's 150 prompts of 58-88 tokens (padded to 88 in one batch) took ~16 s
-# to prefill in fp32; groups of 32 of similar length pad each only to its own longest prompt, and 32 x ~70
-# tokens is still a large enough matmul on CPU.
+# Rows per prefill forward. The default run's 150 prompts are 36-88 tokens (mean 58), so one padded batch
+# computes 88 x 150 positions for 58 x 150 real ones; groups of 32 of similar length pad each only to its
+# own longest prompt, and 32 x ~60 tokens is still a large matmul on CPU. bench/bench_eval.py on 2026-11-28:
+# 1.61x the static path with one prefill, 1.96x with groups.
 PREFILL_ROWS = 32
 
 

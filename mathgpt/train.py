@@ -163,7 +163,8 @@ class PointHook(TrainerCallback):
     """Calls ``on_point(model, info)`` after the listed optimizer steps and at the listed epoch ends.
 
     ``info`` holds ``optimizer_steps``, ``train_examples``, ``train_tokens`` and ``loss`` (mean per target
-    token since the previous point). ``on_log(logs, step)`` gets every Trainer log.
+    token since the previous point). ``on_log(logs, step, examples_seen)`` gets every Trainer log with the
+    rows trained on so far.
     """
 
     def __init__(self, on_point: Callable | None, on_log: Callable | None, steps: set[int], epochs: set[int]):
@@ -174,7 +175,7 @@ class PointHook(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self._log_fn and logs:
-            self._log_fn(logs, state.global_step)
+            self._log_fn(logs, state.global_step, self.trainer.seen_rows if self.trainer else 0)
 
     def _point(self, state, model) -> None:
         if self._point_fn is None or state.global_step == self._last_step:

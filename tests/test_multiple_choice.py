@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mathgpt import general, multiple_choice
+from mathgpt.data import fingerprint
 from mathgpt.general import ChoiceItem
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -90,7 +91,7 @@ def test_piqa_and_hellaswag_local_files_as_seeded_slices():
     a, b = general.choice_slice(piqa, 50, 0), general.choice_slice(piqa, 50, 1)
     assert a == general.choice_slice(piqa, 50, 0) and a != b
     assert [i.id for i in a] == sorted((i.id for i in a), key=lambda s: int(s.split(":")[1]))
-    assert general.choice_fingerprint(a) != general.choice_fingerprint(b)
+    assert fingerprint(a) != fingerprint(b)
 
 
 def test_hub_choice_sets_are_converted(monkeypatch):

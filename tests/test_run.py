@@ -114,7 +114,7 @@ def test_training_changes_only_lora_weights_and_lowers_loss(tiny_model_dir, tmp_
         tok,
         rows,
         args,
-        on_log=lambda logs, step: losses.append(logs["loss"]) if "loss" in logs else None,
+        on_log=lambda logs, step, seen: losses.append(logs["loss"]) if "loss" in logs else None,
     )
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed and all("lora_" in n for n in changed)

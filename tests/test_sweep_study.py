@@ -20,6 +20,7 @@ import mathgpt.sweep as sw
 from mathgpt.config import ConfigError, parse_config
 from mathgpt.sweep.points import SliceMismatch, check_point, ids_fingerprint, normalize, to_study_order
 from tests.conftest import tiny_run_config
+from tests.test_sweep import write_sweep
 
 FAKE_RUN = """
 import hashlib, json, sys, yaml
@@ -36,6 +37,7 @@ def line(point, k):
     correct = [1 if int(i[1:]) < k / 2 else 0 for i in ids]
     acc = sum(correct) / len(ids)
     return {"point": point, "epoch": k / 8, "train_examples": k, "accuracy": acc, "n_eval": 10,
+            "ci95": [acc - 0.1, acc + 0.1],
             "n_correct": sum(correct), "n_ungradable": 1 if k == 8 else 0, "ids": ids, "correct": correct,
             "answered": [1] * 10, "status": ["correct" if c else "wrong" for c in correct], "fingerprint": fp,
             "select": {"accuracy": 0.5 + k / 100 + seed / 1000, "n_eval": 4, "fingerprint": "sel"},
@@ -80,20 +82,14 @@ def write_study(tmp_path: Path, seeds: list[int] | None = None, **fields) -> Pat
         data={"train_size": 8, "eval_size": 10},
         eval={"at_examples": [4, 8]},
     )
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump(run))
+    model = {"model": {"key": "model.name", "type": "categorical", "choices": ["/fake/a", "/fake/b"]}}
     spec = {
         "study": "s",
-        "base_config": "base.yaml",
-        "sampler": {"type": "grid"},
         "timeout_s": 120,
         "seeds": [0] if seeds is None else seeds,
         "report": {"delta": 0.05},
-        "params": {"model": {"key": "model.name", "type": "categorical", "choices": ["/fake/a", "/fake/b"]}},
     }
-    spec.update(fields)
-    path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
+    return write_sweep(tmp_path, "/fake/a", run=run, **{**spec, "params": model, **fields})
 
 
 def test_seeds_and_models_each_get_their_trials_scored_on_one_slice(tmp_path, fake_runs, capsys):
@@ -140,7 +136,7 @@ def test_seeds_and_models_each_get_their_trials_scored_on_one_slice(tmp_path, fa
         assert t.user_attrs["checker_version"] == "cv1"
         # What optuna-dashboard shows for a trial: the last point's report-slice accuracy and its interval.
         assert t.user_attrs["accuracy"] == points[-1]["accuracy"]
-        assert t.user_attrs["ci95"] == points[-1].get("ci95")
+        assert t.user_attrs["ci95"] == points[-1]["ci95"] == pytest.approx([0.3, 0.5])
         assert t.user_attrs["train_examples"] == 8
     assert "ungradable at point 2" in out
 

@@ -75,7 +75,7 @@ def test_training_losses_identical_with_and_without_evaluation(tiny_model_dir, t
             _args(cfg, tmp_path),
             on_point=on_point,
             point_epochs={1, 2} if evaluate_each_epoch else set(),
-            on_log=lambda logs, step: logged.append(logs["loss"]) if "loss" in logs else None,
+            on_log=lambda logs, step, seen: logged.append(logs["loss"]) if "loss" in logs else None,
         )
         return logged, _snapshot(model)
 
@@ -188,3 +188,22 @@ def test_fp32_training_never_autocasts(tiny_model_dir, tmp_path):
     model.get_base_model().lm_head.register_forward_hook(lambda m, i, o: seen.add(o.dtype))
     train(model, tok, tokenize(rd.train[:8], tok, "plain", 256), _args(cfg, tmp_path))
     assert seen == {torch.float32}
+
+
+def test_train_logs_carry_the_rows_trained_on(tiny_model_dir, tmp_path):
+    """10 rows at batch 4 are batches of 4, 4 and 2 (in a seeded order): the logged examples count real rows,
+    not HF's batch-counted epoch fraction times the set size (which would give 3, 7, 10)."""
+    from mathgpt.train import tokenize, train
+
+    cfg, tok, model, rd = _setup(tiny_model_dir, batch_size=4, min_steps=1)
+    seen: list[int] = []
+    rows = tokenize(rd.train[:10], tok, "plain", 256)
+    train(
+        model,
+        tok,
+        rows,
+        _args(cfg, tmp_path),
+        on_log=lambda logs, step, n: seen.append(n) if "loss" in logs else None,
+    )
+    assert len(seen) == 3 and seen[-1] == 10
+    assert sorted(b - a for a, b in zip([0, *seen], seen, strict=False)) == [2, 4, 4]

@@ -11,21 +11,17 @@ refused with one line. Older runs wrote lines without ``point``/``fingerprint``:
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
+
+from mathgpt.data import ids_fingerprint
 
 PER_PROBLEM = ("correct", "answered", "status")  # lists aligned with the line's ids
 
 
 class SliceMismatch(ValueError):
     """A point scored on other problems than the study's slice: the trial fails with this one line."""
-
-
-def ids_fingerprint(ids: list[str]) -> str:
-    """The fingerprint of a slice from its ids, as ``mathgpt.data.fingerprint`` computes it."""
-    return hashlib.sha256("\n".join(sorted(str(i) for i in ids)).encode()).hexdigest()[:12]
 
 
 def line_fingerprint(line: dict[str, Any]) -> str | None:

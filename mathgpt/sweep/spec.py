@@ -101,7 +101,7 @@ class SweepConfig(_Strict):
             raise ValueError("the training seed is the 'seeds' axis, not a param or an override")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("'seeds' repeats a seed")
-        varied = [k for k in keys if k in SLICE_KEYS or k.startswith("data.eval")]
+        varied = [k for k in keys if k in SLICE_KEYS]
         if varied:
             raise ValueError(f"param '{varied[0]}' would change the evaluation slices between trials")
         for p in self.params.values():

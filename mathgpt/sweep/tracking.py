@@ -9,16 +9,15 @@ import optuna
 from rich.console import Console
 from rich.table import Table
 
+from mathgpt.points import trial_points
+from mathgpt.sweep.spec import fmt_params
+
 console = Console(highlight=False, markup=False, soft_wrap=True)  # one line per event, even in a CI log
 
 
 def fmt_s(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
     return f"{m}m{s:02d}s" if m else f"{s}s"
-
-
-def _fmt_params(params: dict) -> str:
-    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
 def summary_table(study: optuna.Study) -> Table:
@@ -29,11 +28,11 @@ def summary_table(study: optuna.Study) -> Table:
     for col in ("trial", "params", "accuracy by point", "value", "state", "wall"):
         table.add_column(col)
     for t in study.get_trials(deepcopy=False):
-        points = t.user_attrs.get("points") or t.user_attrs.get("epochs") or []  # epochs: pre-split studies
+        points = trial_points(t)
         accs = " ".join(f"{p['accuracy']:.3f}" for p in points)
         reason = t.user_attrs.get("fail_reason")
         state = t.state.name + (f" ({reason[:60]})" if reason else "")
         value = f"{t.value:.3f}" if t.value is not None else ""
         wall = fmt_s(t.user_attrs.get("wall_s", 0))
-        table.add_row(str(t.number), _fmt_params(t.params), accs, value, state, wall)
+        table.add_row(str(t.number), fmt_params(t.params), accs, value, state, wall)
     return table
