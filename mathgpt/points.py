@@ -7,6 +7,29 @@ from dataclasses import dataclass
 from mathgpt.evaluate import EvalResult, verdict_counts
 from mathgpt.stats import wilson_ci
 
+# docs/CONTRACTS.md "Per-problem matrix": one row per (point or base, problem), in problems.csv, the report
+# and the study's W&B table.
+MATRIX_COLUMNS = [
+    "model",
+    "trial",
+    "seed",
+    "point",
+    "train_examples",
+    "epoch",
+    "lora_r",
+    "learning_rate",
+    "batch_size",
+    "mix_fraction",
+    "eval_set",
+    "level",
+    "subject",
+    "steps",
+    "problem_id",
+    "correct",
+    "answered",
+    "status",
+]
+
 
 def trial_points(trial) -> list[dict]:
     """A study trial's point lines (docs/CONTRACTS.md ``points``); studies before the sweep split wrote

@@ -72,7 +72,6 @@ class NullTracker:
 
     mode = "disabled"
     dir: Path | None = None
-    run_id: str | None = None
 
     def log(self, metrics: dict[str, Any]) -> None: ...
     def log_train(self, step: int, examples_seen: int, metrics: dict[str, Any]) -> None: ...
@@ -87,7 +86,6 @@ class WandbTracker:
     def __init__(self, run, mode: str):
         self.run, self.mode = run, mode
         self.dir = Path(run.dir) if getattr(run, "dir", None) else None
-        self.run_id: str | None = run.id
         for m in STEP_METRICS:
             run.define_metric(m)
         run.define_metric("train/*", step_metric=TRAIN_STEP)

@@ -18,13 +18,8 @@ from typing import Any
 import optuna
 
 from mathgpt import track
-from mathgpt.points import trial_points
+from mathgpt.points import MATRIX_COLUMNS, trial_points
 
-# docs/CONTRACTS.md "Per-problem matrix": the columns a study's matrix table must carry.
-MATRIX_COLUMNS = (
-    "model, trial, seed, point, train_examples, epoch, lora_r, learning_rate, batch_size, mix_fraction, "
-    "eval_set, level, subject, steps, problem_id, correct, answered, status"
-).split(", ")
 # W&B refuses tables above 200,000 rows (wandb.Table.MAX_ARTIFACT_ROWS); problems.csv in the report
 # artifact always has the full matrix.
 MAX_TABLE_ROWS = 200_000
@@ -66,13 +61,6 @@ def _say(msg: str) -> None:
     print(f"mathgpt: {msg}", file=sys.stderr, flush=True)
 
 
-def _bases(study: optuna.Study) -> dict[str, dict[str, Any]]:
-    u = study.user_attrs
-    if u.get("bases"):
-        return u["bases"]
-    return {"base": u["base"]} if u.get("base") else {}
-
-
 def _num(x: Any) -> Any:
     return None if isinstance(x, float) and not math.isfinite(x) else x
 
@@ -80,7 +68,7 @@ def _num(x: Any) -> Any:
 def curve_rows(study: optuna.Study) -> list[list[Any]]:
     """One row per evaluation point: each base at 0 examples, then every finished trial's points."""
     rows = []
-    for model, b in _bases(study).items():
+    for model, b in (study.user_attrs.get("bases") or {}).items():
         ci = b.get("ci95") or [None, None]
         rows.append(["base", model, None, 0, 0.0, b.get("accuracy"), *ci, b.get("n_eval")])
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
@@ -125,6 +113,10 @@ def log_study(
     (``analysis/<study>/``) is uploaded as an artifact of type ``report`` when given. ``wandb_report`` also
     builds a W&B Report (online with a key only).
     """
+    if matrix is not None:  # before the run starts: a bad matrix must not leave a half-logged run
+        missing = [c for c in MATRIX_COLUMNS if c not in matrix.columns]
+        if missing:
+            raise ValueError(f"per-problem matrix lacks columns {missing} (docs/CONTRACTS.md)")
     name = study.study_name
     tracker = track.start_run(
         project=project,
@@ -133,7 +125,10 @@ def log_study(
         config={
             "study": name,
             "sweep": study.user_attrs.get("sweep_config"),
-            "bases": {m: {k: v for k, v in b.items() if k != "correct"} for m, b in _bases(study).items()},
+            "bases": {
+                m: {k: v for k, v in b.items() if k != "correct"}
+                for m, b in (study.user_attrs.get("bases") or {}).items()
+            },
             "eval_fingerprint": study.user_attrs.get("eval_fingerprint"),
             "checker_version": study.user_attrs.get("checker_version"),
         },
@@ -155,9 +150,6 @@ def log_study(
     cols, rows = trial_rows(study)
     tracker.log_table("trials", cols, rows)
     if matrix is not None:
-        missing = [c for c in MATRIX_COLUMNS if c not in matrix.columns]
-        if missing:
-            raise ValueError(f"per-problem matrix lacks columns {missing} (docs/CONTRACTS.md)")
         if len(matrix) > MAX_TABLE_ROWS:
             _say(
                 f"per-problem matrix has {len(matrix)} rows, over W&B's table limit: only in the report artifact"

@@ -121,6 +121,7 @@ def test_matrix_without_the_contract_columns_is_refused(tmp_path):
             report_dir=None,
             matrix=pd.DataFrame({"trial": [0]}),
         )
+    assert not list(tmp_path.rglob("offline-run-*"))  # refused before any W&B run started
 
 
 def test_report_template_builds_offline_and_needs_online_to_save(capsys):

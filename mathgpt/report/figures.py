@@ -51,14 +51,13 @@ def scaling(data: StudyData, results: dict[str, dict[str, Any]]) -> bytes | None
     """One panel per benchmark; per model: every point (faint, offset by setting, Wilson bars), the chosen
     arm's mean with its CI, the seed band (min to max over seeds), the fit band, and stars where the fixed
     sequence rejected H0: gain <= delta."""
-    benches = list(an.benchmarks(data))
+    benches = an.benchmarks(data)
     if not any(len(r["tests"]) for m in results.values() for r in m.values()):
         return None
     fig = Figure(figsize=(5.2 * len(benches), 4.4))
     axes = np.atleast_1d(fig.subplots(1, len(benches)))
     tuned = an.tuned_points(data)
-    for ax, bench in zip(axes, benches, strict=True):
-        mask = an.benchmarks(data)[bench]
+    for ax, (bench, mask) in zip(axes, benches.items(), strict=True):
         for i, model in enumerate(an.models(data)):
             color = COLORS(i)
             res = results[model][bench]
@@ -209,11 +208,10 @@ def learning(data: StudyData) -> bytes | None:
     for j, t in enumerate(trials):
         g = tuned[tuned["trial"] == t].sort_values("train_examples")
         c = cmap(j / max(1, len(trials) - 1))
-        err = 100 * np.vstack([g["accuracy"] - g["ci_lo"], g["ci_hi"] - g["accuracy"]])
         ax1.errorbar(
             g["train_examples"],
             100 * g["accuracy"],
-            yerr=np.maximum(err, 0),
+            yerr=_bars(100 * (g["accuracy"] - g["ci_lo"]), 100 * (g["ci_hi"] - g["accuracy"])),
             fmt="o-",
             color=c,
             ms=3,
@@ -245,11 +243,10 @@ def knobs(effects: pd.DataFrame) -> bytes | None:
         for i, ((model, value), h) in enumerate(g.groupby(["model", "value"])):
             h = h.sort_values("train_examples")
             x = h["train_examples"] * 2 ** (0.08 * i)
-            err = 100 * np.vstack([h["diff"] - h["lo"], h["hi"] - h["diff"]])
             ax.errorbar(
                 x,
                 100 * h["diff"],
-                yerr=np.maximum(err, 0),
+                yerr=_bars(100 * (h["diff"] - h["lo"]), 100 * (h["hi"] - h["diff"])),
                 fmt="o-",
                 capsize=3,
                 color=COLORS(i),
@@ -287,14 +284,14 @@ def breakdown(table: pd.DataFrame) -> bytes | None:
         for j, s in enumerate(sizes):
             h = sub[sub["train_examples"] == s].set_index("group").loc[groups]
             x = np.arange(len(groups)) + 0.1 * (j - len(sizes) / 2)
-            err = 100 * np.vstack(
-                [h["accuracy"] - h["lo"].clip(lower=0), h["hi"].clip(upper=1) - h["accuracy"]]
-            )
             label = "base" if s == 0 else f"{s} examples"
             ax.errorbar(
                 x,
                 100 * h["accuracy"],
-                yerr=np.maximum(err, 0),
+                yerr=_bars(
+                    100 * (h["accuracy"] - h["lo"].clip(lower=0)),
+                    100 * (h["hi"].clip(upper=1) - h["accuracy"]),
+                ),
                 fmt="o-",
                 capsize=2,
                 color=COLORS(j),
@@ -317,13 +314,13 @@ def tradeoff(general: pd.DataFrame) -> bytes | None:
     fig = Figure(figsize=(6.5, 5))
     ax = fig.subplots()
     for i, ((model, mix), g) in enumerate(general.groupby(["model", "mix_fraction"])):
-        xerr = 100 * np.vstack([g["general_change"] - g["general_lo"], g["general_hi"] - g["general_change"]])
-        yerr = 100 * np.vstack([g["math_gain"] - g["math_lo"], g["math_hi"] - g["math_gain"]])
         ax.errorbar(
             100 * g["general_change"],
             100 * g["math_gain"],
-            xerr=np.maximum(xerr, 0),
-            yerr=np.maximum(yerr, 0),
+            xerr=_bars(
+                100 * (g["general_change"] - g["general_lo"]), 100 * (g["general_hi"] - g["general_change"])
+            ),
+            yerr=_bars(100 * (g["math_gain"] - g["math_lo"]), 100 * (g["math_hi"] - g["math_gain"])),
             fmt="o",
             color=COLORS(i),
             capsize=2,

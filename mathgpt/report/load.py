@@ -17,28 +17,9 @@ import optuna
 import pandas as pd
 
 from mathgpt.data import DataError
+from mathgpt.points import MATRIX_COLUMNS, trial_points
 from mathgpt.stats import wilson_ci
 
-MATRIX_COLUMNS = [
-    "model",
-    "trial",
-    "seed",
-    "point",
-    "train_examples",
-    "epoch",
-    "lora_r",
-    "learning_rate",
-    "batch_size",
-    "mix_fraction",
-    "eval_set",
-    "level",
-    "subject",
-    "steps",
-    "problem_id",
-    "correct",
-    "answered",
-    "status",
-]
 # Knobs that define a "setting": everything a point ran with except its seed and its data size.
 SETTING = ["lora_r", "learning_rate", "batch_size", "mix_fraction", "epoch"]
 OVERRIDE_COLUMNS = {
@@ -160,7 +141,7 @@ def load_study(study: optuna.Study) -> StudyData:
         knobs["model"] = knobs["model"] or only_model
         knobs["mix_fraction"] = _mix_fraction(over.get("data.mix"))
         knobs["trial_dir"] = t.user_attrs.get("trial_dir")
-        for line in t.user_attrs.get("points") or []:
+        for line in trial_points(t):
             if not line.get("train_examples"):
                 continue  # a trial's own base point: the study's per-model base is the one zero point
             row = _point_row(line, n_problems) | knobs | {"trial": t.number, "state": t.state.name}

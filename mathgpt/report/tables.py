@@ -83,9 +83,7 @@ def answer_sentence(data: StudyData, bench: str, r: dict[str, Any]) -> str:
             f"{int(by.index[-1])} examples ({t['seeds']} seeds), gains {_pts(t['gain'])} points "
             f"[{_pts(t['lo'])}, {_pts(t['hi'])}] (base {_pct(t['base_accuracy'])}, n = {t['n']})"
         )
-    below = by[by.index < (answer.size or by.index.max() + 1)]
-    if answer.size is None:
-        below = by.iloc[:-1]
+    below = by[by.index < answer.size] if answer.size is not None else by.iloc[:-1]
     null = [int(s) for s, row in below.iterrows() if row["lo"] <= 0]
     weak = [int(s) for s, row in below.iterrows() if 0 < row["lo"] < data.delta]
     parts = [head]
