@@ -327,7 +327,9 @@ def main() -> None:
     b.emit({"phase": "device", "name": dev, "torch": torch.__version__, "dtype": b.dtype})
     t = time.perf_counter()
     base = make_model(b)
-    b.emit({"phase": "init_random", "s": round(time.perf_counter() - t, 1), "params": count_parameters(base)[1]})
+    b.emit(
+        {"phase": "init_random", "s": round(time.perf_counter() - t, 1), "params": count_parameters(base)[1]}
+    )
     no_gc, est = memory_allows_no_gc(b, base)
     b.emit({"phase": "memory_estimate", "no_checkpointing_gib": est, "checkpointing_needed": not no_gc})
 
