@@ -24,8 +24,12 @@ def _check_dataset(dataset: str) -> None:
         raise ConfigError(f"unknown checker dataset {dataset!r} (expected one of {', '.join(DATASETS)})")
 
 
+# Every pattern here runs on up to MAX_RESPONSE_CHARS of model output, so each is linear-time by construction:
+# no two quantifiers in a row that can match the same characters (``\s*\d*\s*``, ``\s*,?\s+``), since a run
+# of such characters is then re-split at every offset (cubic in 1,000 spaces). tests/test_checker_hostile.py
+# runs every module-level pattern on long runs.
 _CONTINUATION = re.compile(
-    r"\n\s*(?:question|problem|exercise|q|human|user|###\s*instruction)\s*\d*\s*[:.]", re.I
+    r"\n[ \t]*(?:question|problem|exercise|q|human|user|###[ \t]*instruction)[ \t]*(?:\d+[ \t]*)?[:.]", re.I
 )
 # "17\nExplanation: ...": a response that opens with its answer on a line of its own (policy answer_first).
 _EXPLAINS = re.compile(r"(?:explanation|reasoning|solution)[ \t]*:", re.I)
@@ -33,6 +37,8 @@ _PHRASE = re.compile(
     r"(?:final\s+answer|\banswer)[\s*]*(?:is|was|would\s+be|will\s+be|should\s+be|[:=])[\s*:]*", re.I
 )
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*")
+_BARE_TOKEN = re.compile(rf"[^\s$]{{1,{MAX_ANSWER_CHARS}}}")  # \boxed 5
+_HASH = re.compile(r"####[ \t]*([^\n]*)")
 _BOLD = re.compile(r"\*\*([^*\n]{1,80})\*\*")
 _HEDGE = re.compile(r"\b(?:or|either|maybe|perhaps|possibly|probably|might|not sure|unsure)\b|\?", re.I)
 _NOT_AN_ANSWER = re.compile(
@@ -49,14 +55,35 @@ _STATED = re.compile(
     r"\b(?:is|are|equals|was|were)\s+(\$[^$]+\$|-?\$?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?%?)\s*\.$"
 )
 # What may follow a stated answer without being part of it: a reason, a rejected alternative, a comparison.
+# The lookbehind starts a match only at the first character of a run of spaces and commas (linear).
 _TRAILING = re.compile(
-    r"\s*,?\s+(?:which|because|since|as|so|rather\s+than|instead\s+of|not|compared|than|versus|vs\.?|but|"
-    r"while|where|when)\b.*$|(?<=\S)\s+\((?=[^)]*[a-zA-Z]{2})[^)]*\)?.*$",
+    r"(?<![\s,])(?:\s*,)?\s+(?:which|because|since|as|so|rather\s+than|instead\s+of|not|compared|than|"
+    r"versus|vs\.?|but|while|where|when)\b.*$",
     re.I | re.S,
 )
+_PAREN_OPEN = re.compile(r"(?<=\S)\s+\(")  # matched only from a run's first space: (?<=\S)
+_TWO_LETTERS = re.compile(r"[a-zA-Z]{2}")
 # "Final Answer: The largest $n$ is 34": an answer phrase that names the quantity first (policy named_value).
 _NAMED = re.compile(r"(?:the|its|our)\s[^=]{0,80}?\b(?:is|are|equals)\s+(\S.{0,80})", re.I | re.S)
 _PAREN = re.compile(r"(?<=\S)\s+\(.*$", re.S)  # gsm8k answers are numbers: any parenthetical trails
+
+
+def _cut_worded_parenthetical(span: str) -> str:
+    """The span up to its first parenthetical that holds a word ("18 (9 eggs x $2)" is 18); "(1, 2)" stays.
+
+    Each "(" is checked up to the next ")"; the "(" before that ")" share its text, so they are skipped and
+    every character is read once (a lookahead per "(" was quadratic in "( ( ( ...").
+    """
+    pos = 0
+    while (m := _PAREN_OPEN.search(span, pos)) is not None:
+        close = span.find(")", m.end())
+        close = len(span) if close < 0 else close
+        if _TWO_LETTERS.search(span, m.end(), close):
+            return span[: m.start()]
+        pos = close
+    return span
+
+
 # Boxes side by side ("$x = \boxed{-2}$, $x = \boxed{3}$", "\boxed{1} and \boxed{2}"): one answer, their set.
 _BOX_GAP = re.compile(r"[ \t$,.]*(?:and\s+)?(?:[a-zA-Z]\s*=\s*)?[ \t$]*")
 _WORD4 = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{4,}")
@@ -139,15 +166,15 @@ def _span_after(text: str, pos: int) -> str:
 def _candidates(text: str) -> list[tuple[int, int, str, str]]:
     """Committed answers as (start, end, kind, span), in no particular order."""
     found = []
-    for m in re.finditer(r"####[ \t]*([^\n]*)", text):
+    for m in _HASH.finditer(text):
         found.append((m.start(), m.end(), "hash", m.group(1).strip()))
     for m in _BOXED.finditer(text):
         if m.end() < len(text) and text[m.end()] == "{":
             got = _braced(text, m.end())
             span, end = got if got else (text[m.end() : m.end() + 40], len(text))
         else:  # \boxed 5
-            token = re.match(r"[^\s$]+", text[m.end() :])
-            span, end = (token.group(0), m.end() + token.end()) if token else ("", m.end())
+            token = _BARE_TOKEN.match(text, m.end())
+            span, end = (token.group(0), token.end()) if token else ("", m.end())
         found.append((m.start(), end, "boxed", span))
     for m in _PHRASE.finditer(text):
         if re.search(
@@ -190,7 +217,9 @@ def _conclusion_answer(text: str) -> str | None:
         stated = _STATED.search(sentence)
         return stated.group(1).strip() if stated else None
     inline = re.findall(r"\$([^$]+)\$", sentence)
-    at_end = bool(inline) and bool(re.search(r"\$\s*[.!]?\s*$", sentence))
+    closing = sentence.rstrip()
+    closing = closing[:-1] if closing.endswith((".", "!")) else closing
+    at_end = bool(inline) and closing.rstrip().endswith("$")
     tail = inline[-1] if inline and ("\\" in inline[-1] or at_end) else sentence
     if at_end:  # "So, the ordered pair is $(7, 6)$.": the closing math is the answer
         return tail.strip()
@@ -209,9 +238,9 @@ def extract_answer(response: str, dataset: str, *, mode: str = "flexible") -> st
     _check_dataset(dataset)
     if not isinstance(response, str):
         return None
-    text = response[-MAX_RESPONSE_CHARS:].replace("\r", "")
+    text = response.rstrip()[-MAX_RESPONSE_CHARS:].replace("\r", "")  # trailing blanks would fill the tail
     cut = _CONTINUATION.search(text)
-    if cut and cut.start() > 0:  # a base model that goes on to invent the next question
+    if cut and text[: cut.start()].strip():  # a base model that goes on to invent the next question
         text = text[: cut.start()]
     found = sorted(_candidates(text))
     if mode == "strict":  # only the configured answer formats count
@@ -234,7 +263,7 @@ def extract_answer(response: str, dataset: str, *, mode: str = "flexible") -> st
                 side_by_side.insert(0, prev_span)
             span = ", ".join(side_by_side)
         else:  # "The answer is 35, not 30." / "#### 40 (20 + 20)"
-            span = (_PAREN if dataset == "gsm8k" else _TRAILING).sub("", span.strip())
+            span = _PAREN.sub("", span.strip()) if dataset == "gsm8k" else _cut_worded_parenthetical(span)
             span = _TRAILING.sub("", span)
             if named := _NAMED.fullmatch(span.strip()):
                 span = named.group(1)

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import re
 
-from mathgpt.checker.grammar import MAX_ANSWER_CHARS, MAX_DEPTH, MAX_ITEMS, Node, _parse_expr, _Reject
+from mathgpt.checker.grammar import (
+    MAX_ANSWER_CHARS,
+    MAX_DEPTH,
+    MAX_ITEMS,
+    Node,
+    _parse_expr,
+    _Reject,
+    _TooLarge,
+)
 
 _UNICODE = {
     "\u2212": "-",
@@ -41,8 +49,16 @@ _SCALE = {"thousand": 3, "million": 6, "billion": 9, "trillion": 12}
 _MATH_NAMES = {"sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "sqrt", "pi", "inf", "infty"}
 
 
+# Linear-time by construction, as in extract.py: no two adjacent quantifiers over the same characters, and a
+# match that can start anywhere in a run of spaces starts only at the run's first one.
+_UNIT_TEXT = re.compile(r"(\S)\s*" + _TEXT_CMD + r"\{[^{}]*\}(?:\s*\^\s*\{?\d\}?)?[\s.]*$")
+_AND_OR = re.compile(r"(?<![\s,])(?:\s*,)?\s+(?:and|or)\s+")
+_SPACES = re.compile(r"\s+")
+
+
 def _clean(s: str, dataset: str) -> str:
     """Strip presentation (delimiters, spacing, units, currency, percent, degrees) but not mathematics."""
+    s = _SPACES.sub(" ", s)  # runs of spaces and newlines mean one space in an answer
     for k, v in _UNICODE.items():
         s = s.replace(k, v)
     s = re.sub(r"\\(?:left|right|big|Big|bigg|Bigg)(?:\.|(?![a-zA-Z]))", "", s)
@@ -55,12 +71,12 @@ def _clean(s: str, dataset: str) -> str:
     s = re.sub(r"\\(?:\(|\)|\[|\])|\\?\$|\\displaystyle|\\%|%|\\?(?:€|£|¥)|\bUSD\b", " ", s)
     s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree", " ", s)
     for _ in range(4):  # trailing units: "15\mbox{ cm}^2", "5.4 \text{ cents}"
-        s = re.sub(r"(\S)\s*" + _TEXT_CMD + r"\{[^{}]*\}\s*(?:\^\s*\{?\d\}?)?\s*\.?\s*$", r"\1", s.strip())
+        s = _UNIT_TEXT.sub(r"\1", s.strip())
     s = re.sub(_TEXT_CMD + r"\{([^{}]*)\}", r" \1 ", s)
     s = re.sub(r"(\d)\s*[eE]([+-]?\d+)\b", r"\1\\times 10^{\2}", s)
     s = re.sub(r"\s*\b(thousand|million|billion|trillion)\b", lambda m: f"\\times 10^{_SCALE[m[1]]}", s)
     s = re.sub(r"^\s*[a-zA-Z]\s*\\in\b", "", s)
-    s = re.sub(r"\s*,?\s+(?:and|or)\s+", ", ", s)
+    s = _AND_OR.sub(", ", s)
     s = s.strip().rstrip(".").strip()
     for _ in range(6):  # plain trailing words: "18 dollars per day"
         m = re.search(r"(?<=\S)\s+([a-zA-Z]{2,})\.?(?:\^\s*\{?\d\}?)?$", s)
@@ -81,12 +97,20 @@ def _thousands(s: str, m: re.Match) -> str:
 
 
 _CHOICE = re.compile(r"\(?([A-Z])\)(?:\s.*)?|([A-Z])(?:[.:)]\s*.*|\s+[a-z].*)?", re.S)
-_SCALED_MATRIX = re.compile(
-    r"([^\\]*?(?:\\frac\{[^{}]*\}\{[^{}]*\}[^\\]*?)?)\s*(\\begin\{([pbBvV]?matrix)\}.*)", re.S
-)
+_MATRIX_BEGIN = re.compile(r"\\begin\{[pbBvV]?matrix\}")
+_FRAC = re.compile(r"\\frac\{[^{}]*\}\{[^{}]*\}")
 _MATRIX = re.compile(r"\\begin\{([pbBvV]?matrix|array)\}(?:\{[^{}]*\})?(.*)\\end\{\1\}", re.S)
 _VARIABLE = re.compile(r"[a-zA-Z](?:_\{?\w+\}?)?(?:\([a-zA-Z]\))?|\\[a-zA-Z]+")
 _INEQ = {"<": ("(", ")"), "<=": ("[", "]"), ">": (")", "("), ">=": ("]", "[")}
+
+
+def _scaled_matrix(s: str) -> tuple[str, str] | None:
+    """("2", "\\begin{pmatrix}...") for a scalar (plain, or with one \\frac) before a matrix, else None."""
+    at = s.find("\\begin{")
+    factor = s[:at].strip() if at > 0 else ""
+    if not factor or "\\" in _FRAC.sub("", factor, count=1) or not _MATRIX_BEGIN.match(s, at):
+        return None
+    return factor, s[at:]
 
 
 def _bracket_depths(s: str) -> list[int]:
@@ -154,11 +178,10 @@ def _value(s: str, depth: int = 0) -> Node:
         return ("text", s.lower())
     if s in ("\\emptyset", "\\varnothing", "\\{\\}"):
         return ("set",)
-    if (m := _SCALED_MATRIX.fullmatch(s)) and m.group(
-        1
-    ).strip():  # 2\begin{pmatrix}1\\2\end{pmatrix} (scalar_vector)
-        scale = ("neg", ("num", 1, 1)) if m.group(1).strip() == "-" else _parse_expr(m.group(1))
-        matrix = _value(m.group(2), depth + 1)
+    if scaled := _scaled_matrix(s):  # 2\begin{pmatrix}1\\2\end{pmatrix} (scalar_vector)
+        factor, rest = scaled
+        scale = ("neg", ("num", 1, 1)) if factor == "-" else _parse_expr(factor)
+        matrix = _value(rest, depth + 1)
         return ("matrix", *[tuple(("mul", scale, c) for c in row) for row in matrix[1:]])
     if m := _MATRIX.fullmatch(s):
         rows = [r for r in (r.strip() for r in m.group(2).split("\\\\")) if r]
@@ -238,6 +261,8 @@ def parse_answer(answer: str, dataset: str) -> Node:
     s = _clean(answer, dataset)
     try:
         return _value(s)
+    except _TooLarge:  # a sum too long to write out is not text either: a gold like it is ungradable
+        raise
     except _Reject:  # "\text{June 20}", "3:1", "\overline{CD}": compared as normalised text
         text = re.sub(r"\\[a-zA-Z]+|[^a-z0-9:]", "", s.lower())
         if not text:
