@@ -85,7 +85,20 @@ def _cut_worded_parenthetical(span: str) -> str:
 
 
 # Boxes side by side ("$x = \boxed{-2}$, $x = \boxed{3}$", "\boxed{1} and \boxed{2}"): one answer, their set.
-_BOX_GAP = re.compile(r"[ \t$,.]*(?:and\s+)?(?:[a-zA-Z]\s*=\s*)?[ \t$]*")
+# Between them: punctuation, spacing, display delimiters, "and", a label (x_1 =); never "or" or other words.
+_BOX_GAP = re.compile(
+    r"(?:[\s$.,;]|\\[\[\]]|\\q?quad\b|\\[,;!]|\\text\{\s*(?:and|,)?\s*\}|\band\b|[a-zA-Z](?:_\{?\w+\}?)?\s*=)*"
+)
+# Chat-template tokens a model kept emitting after its answer ("... is 3/10. <|im_start|>user"): the turn ends
+# at the first one (policy chat_tokens); leading ones (a template echoed before the answer) are skipped.
+_CHAT_TOKEN = re.compile(
+    r"<\|[A-Za-z_]{1,30}\|>|<\uff5c[^\uff5c>]{1,40}\uff5c>|</s>|<(?:end|start)_of_turn>|\[/?INST\]"
+)
+_LEADING_TOKENS = re.compile(r"(?:\s|" + _CHAT_TOKEN.pattern + r")*")
+_SPAN_END = re.compile(r"\.(?=\s|$)|(?<!\\);")
+# A closing line that is only a word or a letter in math mode: "$no$", "$C$", "$\text{prime}$" (text_answers).
+_MATH_WORD = re.compile(r"\$\s*(?:[A-Z]|[A-Za-z]{2,12}|\\text\{[^{}$]{1,40}\})\s*\$\.?")
+_BARE_MATH = re.compile(r"\$[^$\n]{1,78}\$")
 _WORD4 = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{4,}")
 _UNIT_WORDS = {
     "dollars",
@@ -158,9 +171,18 @@ def _span_after(text: str, pos: int) -> str:
         if rest.startswith(open_):
             end = rest.find(close, len(open_))
             return rest[len(open_) : end] if end > 0 else ""
+    if rest.startswith("$") and "\n" in rest[: max(0, rest.find("$", 1))]:  # inline math over several lines
+        return rest[: rest.find("$", 1) + 1]
     line = rest.split("\n", 1)[0]
-    end = re.search(r"\.(?=\s|$)|(?<!\\);", line)
-    return (line[: end.start()] if end else line).strip()
+    depth, dollars, last = 0, 0, 0
+    for m in _SPAN_END.finditer(line):  # a ";" inside brackets or math separates items: (1;0;4), $a; b$
+        seg = line[last : m.start()]
+        depth += sum(seg.count(c) for c in "([{") - sum(seg.count(c) for c in ")]}")
+        dollars += seg.count("$")
+        last = m.start()
+        if m.group(0) == "." or depth <= 0 and dollars % 2 == 0:
+            return line[: m.start()].strip()
+    return line.strip()
 
 
 def _candidates(text: str) -> list[tuple[int, int, str, str]]:
@@ -238,6 +260,9 @@ def extract_answer(response: str, dataset: str, *, mode: str = "flexible") -> st
     _check_dataset(dataset)
     if not isinstance(response, str):
         return None
+    start = _LEADING_TOKENS.match(response).end()  # type: ignore[union-attr]  # (?:...)* always matches
+    turn_end = _CHAT_TOKEN.search(response, start)
+    response = response[start : turn_end.start() if turn_end else len(response)]
     text = response.rstrip()[-MAX_RESPONSE_CHARS:].replace("\r", "")  # trailing blanks would fill the tail
     cut = _CONTINUATION.search(text)
     if cut and text[: cut.start()].strip():  # a base model that goes on to invent the next question
@@ -274,12 +299,31 @@ def extract_answer(response: str, dataset: str, *, mode: str = "flexible") -> st
     if mode == "strict":
         return None
     stripped = text.strip().rstrip(".").strip()
-    if _is_bare_answer(stripped):
+    if _is_bare_answer(stripped) or _BARE_MATH.fullmatch(stripped):
         return stripped
+    last_line = stripped.rsplit("\n", 1)[-1].strip()
+    if _MATH_WORD.fullmatch(last_line):
+        return last_line.strip(".$ ")
+    if block := _closing_display(stripped):
+        return block
     first, _, rest = text.strip().partition("\n")
     if _EXPLAINS.match(rest.lstrip()) and _is_bare_answer(first.strip().rstrip(".").strip()):
         return first.strip().rstrip(".").strip()
     return _conclusion_answer(text)
+
+
+def _closing_display(text: str) -> str | None:
+    """The display block ending a response, when the sentence before it concludes ("Therefore\\n\\[g(t) = 2t\\]")."""
+    for open_, close in (("\\[", "\\]"), ("$$", "$$")):
+        if text.endswith(close):
+            start = text.rfind(open_, 0, len(text) - len(close))
+            if start < 0:
+                return None
+            block = text[start + len(open_) : len(text) - len(close)].strip()
+            before = re.split(r"[.\n]", text[:start].rstrip())[-1].strip()
+            leads = _CONCLUSION.match(before) or before.endswith((":", " is", " are", " be"))
+            return block if leads and block and not _HEDGE.search(block) else None
+    return None
 
 
 def _same_value(a: str, b: str, dataset: str) -> bool:
