@@ -99,6 +99,9 @@ _SPAN_END = re.compile(r"\.(?=\s|$)|(?<!\\);")
 # A closing line that is only a word or a letter in math mode: "$no$", "$C$", "$\text{prime}$" (text_answers).
 _MATH_WORD = re.compile(r"\$\s*(?:[A-Z]|[A-Za-z]{2,12}|\\text\{[^{}$]{1,40}\})\s*\$\.?")
 _BARE_MATH = re.compile(r"\$[^$\n]{1,78}\$")
+# What may introduce a closing display block: "is:", "we get", a bare "Therefore" (policy equations); not
+# "So we need to compute", which introduces a step.
+_LEADS_TO_DISPLAY = re.compile(r"(?::|\b(?:is|are|be|equals|get|obtain|have))\s*$", re.I)
 _WORD4 = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{4,}")
 _UNIT_WORDS = {
     "dollars",
@@ -321,7 +324,7 @@ def _closing_display(text: str) -> str | None:
                 return None
             block = text[start + len(open_) : len(text) - len(close)].strip()
             before = re.split(r"[.\n]", text[:start].rstrip())[-1].strip()
-            leads = _CONCLUSION.match(before) or before.endswith((":", " is", " are", " be"))
+            leads = _LEADS_TO_DISPLAY.search(before) or _CONCLUSION.fullmatch(before.rstrip(",:; "))
             return block if leads and block and not _HEDGE.search(block) else None
     return None
 
