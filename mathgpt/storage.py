@@ -11,10 +11,13 @@ spelled out as ``postgresql://``.
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
 from mathgpt.config import ConfigError
 
@@ -36,6 +39,64 @@ def journal_path(study_name: str, storage: str | None, runs_dir: str | Path) -> 
     return (Path(storage) if storage else Path(runs_dir) / study_name / "journal.log").resolve()
 
 
+def repair_tail(path: Path) -> None:
+    """Make the journal end on a record boundary, so the next append cannot fuse with a torn record.
+
+    A writer killed mid-append leaves a last line without its newline. Optuna's reader skips such a last line,
+    but an append would glue the next record onto it and turn both into one unparseable line (and every
+    later read into an error). A tail that still parses as one record lost only its newline and gets it back;
+    any other tail is a partial record, never acknowledged to its writer, and is cut off.
+    """
+    with path.open("rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        start = size
+        while start > 0:  # the last newline, read backwards in blocks (a record is small, the file is not)
+            step = min(4096, start)
+            f.seek(start - step)
+            block = f.read(step)
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                start = start - step + cut + 1
+                break
+            start -= step
+        f.seek(start)
+        tail = f.read()
+        try:
+            json.loads(tail)
+        except ValueError:
+            f.truncate(start)
+        else:
+            f.write(b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class JournalBackend(JournalFileBackend):
+    """Optuna's journal file whose every append first repairs a torn tail, under the journal's own lock."""
+
+    def __init__(self, file_path: str) -> None:
+        self._journal_lock = JournalFileSymlinkLock(file_path)  # the lock Optuna's backend uses by default
+        super().__init__(file_path, lock_obj=self._journal_lock)
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        # Optuna's own append, with the repair inside the same lock: no other writer is mid-record meanwhile.
+        self._journal_lock.acquire()
+        try:
+            repair_tail(Path(self._file_path))
+            data = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs)
+            with open(self._file_path, "ab") as f:
+                f.write(data.encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            self._journal_lock.release()
+
+
 def resolve_storage(
     study_name: str, storage: str | None, runs_dir: str | Path = "runs"
 ) -> tuple[optuna.storages.BaseStorage, str]:
@@ -49,7 +110,7 @@ def resolve_storage(
         return optuna.storages.RDBStorage(rdb_url(storage)), storage
     path = journal_path(study_name, storage, runs_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    backend = optuna.storages.journal.JournalFileBackend(str(path))
+    backend = JournalBackend(str(path))
     return optuna.storages.JournalStorage(backend), str(path)
 
 
