@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,19 @@ import optuna
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
 from mathgpt.config import ConfigError
+
+# A study name becomes a folder (runs/<study>/, analysis/<study>/): one path component of plain characters.
+STUDY_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+
+
+def check_study_name(name: str) -> str:
+    """``name`` if it is one safe path component, else one line (before anything is written)."""
+    if not isinstance(name, str) or not STUDY_NAME.fullmatch(name):
+        shown = repr(name)[:60]
+        raise ConfigError(
+            f"study name {shown} must be 1-128 of A-Z a-z 0-9 . _ - and not start with '.' (it names a folder)"
+        )
+    return name
 
 
 def is_rdb(storage: str | None) -> bool:
@@ -105,6 +119,7 @@ def resolve_storage(
     Callers keep the returned storage object and use its public methods (``get_study_id_from_name``,
     ``set_trial_user_attr``, ...) instead of reaching into ``study._storage``.
     """
+    check_study_name(study_name)
     if is_rdb(storage):
         assert storage is not None
         return optuna.storages.RDBStorage(rdb_url(storage)), storage
@@ -116,6 +131,7 @@ def resolve_storage(
 
 def open_study(study_name: str, storage: str | None = None, runs_dir: str | Path = "runs") -> optuna.Study:
     """Load an existing study for reading (the report, the bench); a missing or unreadable one is one line."""
+    check_study_name(study_name)
     rdb = is_rdb(storage)
     where = storage if rdb else str(journal_path(study_name, storage, runs_dir))
     assert where is not None

@@ -16,6 +16,7 @@ from mathgpt.report import figures
 from mathgpt.report.examples import side_by_side
 from mathgpt.report.load import MATRIX_COLUMNS, StudyData, load_study
 from mathgpt.report.tables import _num, _pct, _pts, analyse, answer_csv, answer_sentence, points_table, tables
+from mathgpt.storage import check_study_name
 
 FIGURES = [
     "scaling.png",
@@ -63,7 +64,7 @@ def write_report(
             "mathgpt.storage.open_study(name, storage, runs_dir)"
         )
     data = load_study(study)
-    out = Path(out_dir) if out_dir is not None else Path("analysis") / data.name
+    out = Path(out_dir) if out_dir is not None else Path("analysis") / check_study_name(data.name)
     out.mkdir(parents=True, exist_ok=True)
     results = analyse(data, n_boot)
     effects = ef.knob_effects(data)

@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial
 
 from mathgpt.config import parse_config
 from mathgpt.stats import detectable_gain
-from mathgpt.storage import open_study, rdb_url, resolve_storage
+from mathgpt.storage import check_study_name, open_study, rdb_url, resolve_storage
 from mathgpt.sweep.heartbeat import (
     counts_as_done,
     grid_taken,
@@ -95,7 +95,7 @@ def run_sweep(
     sweep, sweep_raw, base_raw = load_sweep(sweep_path)
     if n_trials is not None:
         sweep = sweep.model_copy(update={"n_trials": n_trials})
-    name = study_name or sweep.study
+    name = check_study_name(sweep.study if study_name is None else study_name)  # before anything is written
     out_dir = (Path(output_dir) / name).resolve()
     store, url = resolve_storage(name, storage, output_dir)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say what happened

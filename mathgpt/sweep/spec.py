@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import optuna
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mathgpt.config import ConfigError, parse_config, read_yaml, set_dotted
+from mathgpt.storage import check_study_name
 
 SEED_PARAM = "seed"  # the seeds axis's param name and its run-config key
 # Keys that choose the evaluation slices: a study that varied them could not pair its trials.
@@ -85,6 +86,14 @@ class SweepConfig(_Strict):
     params: dict[str, ParamSpec] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)  # training seeds: an axis
     report: ReportSpec = ReportSpec()
+
+    @field_validator("study")
+    @classmethod
+    def _study_is_a_folder_name(cls, v: str) -> str:
+        try:
+            return check_study_name(v)
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
 
     @model_validator(mode="after")
     def _consistent(self) -> SweepConfig:
