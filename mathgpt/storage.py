@@ -21,6 +21,7 @@ import optuna
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
 from mathgpt.config import ConfigError
+from mathgpt.redact import redact
 
 # A study name becomes a folder (runs/<study>/, analysis/<study>/): one path component of plain characters.
 STUDY_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
@@ -133,8 +134,7 @@ def open_study(study_name: str, storage: str | None = None, runs_dir: str | Path
     """Load an existing study for reading (the report, the bench); a missing or unreadable one is one line."""
     check_study_name(study_name)
     rdb = is_rdb(storage)
-    where = storage if rdb else str(journal_path(study_name, storage, runs_dir))
-    assert where is not None
+    where = redact(storage) if rdb and storage else str(journal_path(study_name, storage, runs_dir))
     if not rdb and not Path(where).is_file():
         raise ConfigError(f"no study journal at {where} (run `mathgpt sweep` first or pass --storage)")
     if rdb and where.startswith("sqlite:///") and not Path(where.removeprefix("sqlite:///")).is_file():
@@ -148,4 +148,4 @@ def open_study(study_name: str, storage: str | None = None, runs_dir: str | Path
         raise ConfigError(f"no study named '{study_name}' in {where} (it has: {names})") from None
     except Exception as err:  # noqa: BLE001 - a corrupt journal or an unreachable database: one line
         first = str(err).splitlines()[0] if str(err) else ""
-        raise ConfigError(f"cannot read {where}: {type(err).__name__}: {first}") from None
+        raise ConfigError(f"cannot read {where}: {type(err).__name__}: {redact(first)}") from None

@@ -45,3 +45,50 @@ def test_a_study_name_is_one_safe_path_component(tmp_path, monkeypatch, capsys, 
     assert main(["dashboard", bad, "--runs-dir", str(runs), "--port", "0"]) == 2
     capsys.readouterr()
     assert tree(tmp_path) == before | {"work/bad.yaml"}  # nothing written anywhere
+
+
+# ------------------------------------------------------------------------------------ credentials in URLs
+
+SECRET = "s3cr3t-pw"
+PG = f"postgresql://mathgpt:{SECRET}@db.example:5432/studies?sslpassword={SECRET}x"
+
+
+def test_redact_hides_passwords_and_secret_query_values():
+    from mathgpt.redact import redact
+
+    assert redact(PG) == "postgresql://mathgpt:***@db.example:5432/studies?sslpassword=***"
+    assert redact("postgres://u:p@ss@h/db") == "postgres://u:***@h/db"  # an unescaped '@' in the password
+    assert redact(f"cannot reach {PG} now") == f"cannot reach {redact(PG)} now"
+    for kept in ("postgresql://u@h/db", "runs/s/journal.log", "http://127.0.0.1:8080/dashboard/studies/0"):
+        assert redact(kept) == kept
+
+
+@pytest.mark.usefixtures("fake_runs")
+def test_a_storage_password_reaches_no_output_and_no_file(tmp_path, monkeypatch, capfd):
+    """Issue 20 #3: console line, report.md/html, the study's W&B offline run and its staged artifact, stderr."""
+    import sys
+
+    import mathgpt.storage
+    import mathgpt.sweep as sw
+
+    db = tmp_path / "db.sqlite"
+    # The project sees (and could print) the PostgreSQL URL; SQLAlchemy is handed a local SQLite file.
+    monkeypatch.setattr(mathgpt.storage, "rdb_url", lambda url: f"sqlite:///{db}")
+    for var in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_ARTIFACT_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "wandb-home"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.chdir(tmp_path)
+    path = write_study(tmp_path, [0], overrides={"tracking.mode": "offline"})
+    monkeypatch.setattr(sys, "argv", ["mathgpt", "sweep", str(path), "--storage", PG])
+    sw.run_sweep(path, storage=PG, output_dir=tmp_path / "runs", report=True)
+    report = tmp_path / "analysis" / "s" / "report.md"
+    assert "--storage postgresql://mathgpt:***@db.example" in report.read_text()
+    offline = list((tmp_path / "runs" / "s").rglob("*.wandb"))
+    assert offline, "the study's W&B offline run was not written"
+    assert main(["report", "s", "--storage", PG, "--out", str(tmp_path / "r2")]) == 0
+    assert main(["report", "nope", "--storage", PG]) == 2  # a failed report names the storage on stderr
+    out, err = capfd.readouterr()
+    assert "storage: postgresql://mathgpt:***@db.example" in out and "mathgpt:***@db.example" in err
+    assert SECRET not in out + err
+    leaks = [p for p in tmp_path.rglob("*") if p.is_file() and p != db and SECRET.encode() in p.read_bytes()]
+    assert leaks == []

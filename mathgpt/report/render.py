@@ -10,6 +10,7 @@ import optuna
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from mathgpt.redact import redact
 from mathgpt.report import analysis as an
 from mathgpt.report import effects as ef
 from mathgpt.report import figures
@@ -186,7 +187,9 @@ def _context(
         .groupby("train_examples")[["batch_size", "optimizer_steps"]]
         .agg(lambda s: ", ".join(sorted({_num(v) for v in s if pd.notna(v)}, key=str)))
     )
-    dashboard = f"mathgpt dashboard {data.name}" + (f" --storage {storage_url}" if storage_url else "")
+    dashboard = f"mathgpt dashboard {data.name}" + (
+        f" --storage {redact(storage_url)}" if storage_url else ""
+    )
     return {
         "title": f"MathGPT report: {data.name}",
         "name": data.name,

@@ -21,6 +21,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from mathgpt.config import parse_config
+from mathgpt.redact import redact
 from mathgpt.stats import detectable_gain
 from mathgpt.storage import check_study_name, open_study, rdb_url, resolve_storage
 from mathgpt.sweep.heartbeat import (
@@ -109,7 +110,7 @@ def run_sweep(
     )
     host = socket.gethostname()
     if not worker:
-        console.print(f"[{name}] storage: {url}")
+        console.print(f"[{name}] storage: {redact(url)}")
         console.print(f"[{name}] {power_line(sweep, base_raw)}")
         for key, value in (("sweep_config", sweep_raw), ("output_dir", str(out_dir))):
             if key not in study.user_attrs:
