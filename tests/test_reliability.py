@@ -92,3 +92,41 @@ def test_a_storage_password_reaches_no_output_and_no_file(tmp_path, monkeypatch,
     assert SECRET not in out + err
     leaks = [p for p in tmp_path.rglob("*") if p.is_file() and p != db and SECRET.encode() in p.read_bytes()]
     assert leaks == []
+
+
+# --------------------------------------------------------------------------------- dashboard Host check
+
+
+def test_the_dashboard_answers_only_loopback_host_names_on_its_port(tmp_path):
+    """Issue 20 #4: a DNS-rebinding page sends Host: attacker.example; it must not read or delete the study."""
+    import http.client
+
+    from mathgpt.dashboard import make_dashboard, start_in_thread
+    from mathgpt.storage import open_study
+    from tests.test_dashboard import make_study
+
+    make_study(tmp_path)
+    server, _ = make_dashboard("demo", runs_dir=tmp_path, port=0)
+    start_in_thread(server)
+    port = server.server_port
+
+    def status(method: str, path: str, host: str) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.putrequest(method, path, skip_host=True)
+        conn.putheader("Host", host)
+        conn.endheaders()
+        code = conn.getresponse().status
+        conn.close()
+        return code
+
+    try:
+        for host in ("attacker.example", f"attacker.example:{port}", "127.0.0.1", f"127.0.0.1:{port + 1}",
+                     f"localhost.attacker.example:{port}", f"127.0.0.1.nip.io:{port}", ""):  # fmt: skip
+            assert status("GET", "/api/studies", host) in (403, 421), host
+        assert status("DELETE", "/api/studies/0", f"attacker.example:{port}") in (403, 421)
+        assert open_study("demo", runs_dir=tmp_path).trials  # still there
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", f"LOCALHOST:{port}"):
+            assert status("GET", "/api/studies", host) == 200, host
+    finally:
+        server.shutdown()
+        server.server_close()
