@@ -13,7 +13,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mathgpt.redact import clip
+
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
+# Values a config may hold once its YAML aliases are expanded. A real config has a few hundred; nine lines of
+# nine aliases each (~300 bytes) expand to 9**9, which pydantic would copy and an error message would format.
+MAX_YAML_VALUES = 100_000
 
 
 class ConfigError(ValueError):
@@ -183,7 +188,7 @@ def _one_line(err: ValidationError) -> str:
     if where == "<root>":  # a cross-field check: its message names the keys itself
         return first["msg"].removeprefix("Value error, ")
     value = first.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    shown = "" if isinstance(value, dict) else f" (got {clip(value)})"
     return f"'{where}': {first['msg']}{shown}"
 
 
@@ -211,12 +216,55 @@ def parse_config(raw: Any) -> RunConfig:
         raise ConfigError(_one_line(err)) from None
 
 
+def _expanded_size(node: yaml.Node, seen: dict[int, int | None], path: Path) -> int:
+    """How many values ``node`` stands for with every alias expanded; each node is counted once (memo)."""
+    key = id(node)
+    if key in seen:
+        size = seen[key]
+        if size is None:
+            raise ConfigError(f"{path}: a YAML alias refers to itself")
+        return size
+    seen[key] = None  # in progress: meeting it again below is a cycle
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    else:
+        children = []
+    size = 1
+    for child in children:
+        size += _expanded_size(child, seen, path)
+        if size > MAX_YAML_VALUES:
+            raise ConfigError(
+                f"{path}: expands to more than {MAX_YAML_VALUES} values through YAML aliases; write it out plainly"
+            )
+    seen[key] = size
+    return size
+
+
+def _load_bounded(text: str, path: Path) -> Any:
+    """``yaml.safe_load`` that refuses a document whose aliases expand past ``MAX_YAML_VALUES``.
+
+    The size is counted on the composed node graph (aliases are shared nodes there), before any Python value
+    is built, so the check costs one pass over the file's own nodes.
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, {}, path)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = _load_bounded(path.read_text(), path)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mathgpt.example import DataError, Example
+from mathgpt.redact import clip
 
 # `load("synthetic:train")` draws a fixed pool with seed 0; a run takes its nested subset of this pool, so
 # train_size is capped at 4096 (512 steps of batch 8 per epoch, far past where the curve flattens on CPU).
@@ -78,7 +79,7 @@ def _number(x: Any, where: str, i: int) -> str:
     try:
         value = float(x)
     except (TypeError, ValueError):
-        raise DataError(f"{where}: row {i} 'Answer' is not a number (got {x!r})") from None
+        raise DataError(f"{where}: row {i} 'Answer' is not a number (got {clip(x)})") from None
     return str(int(value)) if value.is_integer() else f"{value:.10g}"
 
 

@@ -130,3 +130,49 @@ def test_the_dashboard_answers_only_loopback_host_names_on_its_port(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ------------------------------------------------------------------------------------- YAML alias bomb
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """~300 bytes that expand to 9**9 (387 million) strings: each level lists the previous one 9 times."""
+    lines = ["a: &a [x,x,x,x,x,x,x,x,x]"]
+    for i in range(1, levels):
+        p, c = "abcdefghij"[i - 1], "abcdefghij"[i]
+        lines.append(f"{c}: &{c} [{','.join([f'*{p}'] * 9)}]")
+    return "\n".join(lines) + f"\nname: *{'abcdefghij'[levels - 1]}\n"
+
+
+def test_a_yaml_alias_bomb_is_one_short_line_in_bounded_time_and_memory(tmp_path):
+    """Issue 20 #12: a 316-byte bomb gave a 312 MB "one-line" error and 1.7 GB of memory."""
+    import subprocess
+    import sys
+
+    bomb = alias_bomb()
+    assert len(bomb.encode()) < 320
+    (tmp_path / "run.yaml").write_text(bomb)
+    (tmp_path / "sweep.yaml").write_text(bomb.replace("name:", "study:"))
+    # One child for both readers, with 1.5 GiB of address space at most and 60 s: the old code needed more.
+    code = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (3 << 29, 3 << 29))\n"
+        "from mathgpt.config import ConfigError, load_config; from mathgpt.sweep.spec import load_sweep\n"
+        "for load, path in ((load_config, sys.argv[1]), (load_sweep, sys.argv[2])):\n"
+        "    try:\n        load(path)\n    except ConfigError as err:\n        print(err)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run.yaml"), str(tmp_path / "sweep.yaml")],
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-500:]
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2 and all(len(ln) < 300 and "YAML aliases" in ln for ln in lines), proc.stdout[:600]
+
+
+def test_error_messages_quote_a_short_prefix_of_a_long_value(tmp_path):
+    from mathgpt.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as err:
+        parse_config({"name": ["x" * 10_000] * 1000})
+    assert len(str(err.value)) < 200 and "..." in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        parse_config({"seed": "9" * 100_000})
+    assert len(str(err.value)) < 200
