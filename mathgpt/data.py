@@ -291,7 +291,17 @@ def _read_hub(name: str, spec: _Dataset) -> list[dict]:
 Loaded = tuple[list[Example], str, list[str]]  # examples, where they came from, the native field names
 
 
+def check_name(name: str) -> None:
+    """Refuse a dataset name ``load`` does not know (one line), without reading anything."""
+    base, _, split = name.partition(":")
+    if (base == "synthetic" and split in ("", "train", "test")) or (base == "general" and split):
+        return
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {clip(name)}; known: {', '.join(NAMES)}")
+
+
 def _load(name: str, data_dir: str | Path | None, sources: list[str] | None) -> Loaded:
+    check_name(name)
     base, _, split = name.partition(":")
     if base == "synthetic" and split in ("", "train", "test"):
         # Imported here, not at module level: synthetic pulls in sympy (~1 s), needed only by these names.
@@ -305,8 +315,6 @@ def _load(name: str, data_dir: str | Path | None, sources: list[str] | None) -> 
         from mathgpt.general import load_instructions
 
         return load_instructions(split, data_dir), f"general instruction set {split}", []
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset '{name}'; known: {', '.join(NAMES)}")
     spec = DATASETS[name]
     root = resolve_data_dir(data_dir)
     files = _local_files(spec, root) if root is not None else []

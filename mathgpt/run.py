@@ -77,15 +77,19 @@ def eval_slices(cfg: RunConfig) -> tuple[list[EvalSet], list[EvalSet]]:
     report, select = [], []
     for name in d.eval:
         pool = data.load(name, d.data_dir)
+        if d.eval_size > len(pool):  # never clamped: the report would claim a slice it did not score
+            raise data.DataError(
+                f"{name}: data.eval_size {d.eval_size} is more than its {len(pool)} problems"
+            )
         rep = data.held_out_slice(pool, d.eval_size, d.eval_seed)
         report.append(EvalSet(name, rep))
         if d.select_size:
             taken = {ex.id for ex in rep}
             rest = [ex for ex in pool if ex.id not in taken]
-            if not rest:
+            if d.select_size > len(rest):
                 raise data.DataError(
-                    f"{name}: data.eval_size {d.eval_size} takes all {len(pool)} problems; none are left for "
-                    f"data.select_size {d.select_size}"
+                    f"{name}: data.select_size {d.select_size} is more than the {len(rest)} problems "
+                    f"data.eval_size {d.eval_size} leaves of {len(pool)}"
                 )
             select.append(EvalSet(name, data.held_out_slice(rest, d.select_size, d.eval_seed + 1)))
     return report, select

@@ -176,3 +176,62 @@ def test_error_messages_quote_a_short_prefix_of_a_long_value(tmp_path):
     with pytest.raises(ConfigError) as err:
         parse_config({"seed": "9" * 100_000})
     assert len(str(err.value)) < 200
+
+
+# ------------------------------------------------------------------------------------- validation gaps
+
+
+def test_every_choice_of_a_categorical_param_is_validated(tmp_path):
+    """Issue 20 #13: a later choice (-3) failed only at run time, and the sweep exited 0."""
+    from mathgpt.config import ConfigError
+    from mathgpt.sweep.spec import load_sweep
+
+    bs = {"bs": {"key": "train.batch_size", "type": "categorical", "choices": [1, 2, -3]}}
+    with pytest.raises(ConfigError, match=r"param 'bs'.*train.batch_size.*-3"):
+        load_sweep(write_study(tmp_path, params=bs))
+    lr = {"lr": {"key": "train.learning_rate", "type": "float", "low": 1e-4, "high": 2.0}}
+    with pytest.raises(ConfigError, match=r"param 'lr'.*learning_rate"):  # the high end too, not only low
+        load_sweep(write_study(tmp_path, params=lr, sampler={"type": "random"}, n_trials=2))
+
+
+@pytest.mark.usefixtures("fake_runs")
+def test_a_sweep_on_an_unknown_dataset_writes_nothing(tmp_path, capsys):
+    """Issue 20 #13: journal.log and base/ were written before the base run refused the name."""
+    runs = tmp_path / "runs"
+    for overrides in ({"data.eval": ["gsm8k:tset"]}, {"data.train": "nope"}):
+        path = write_study(tmp_path, [0], overrides=overrides)
+        assert main(["sweep", str(path), "--output-dir", str(runs), "--no-report"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "unknown dataset" in err and "\n" not in err, err
+        assert not runs.exists()
+    data = {"d": {"key": "data.train", "type": "categorical", "choices": ["synthetic:train", "gsm8k:trian"]}}
+    assert main(["sweep", str(write_study(tmp_path, [0], params=data)), "--output-dir", str(runs)]) == 2
+    assert "unknown dataset 'gsm8k:trian'" in capsys.readouterr().err
+    assert not runs.exists()
+
+
+def test_eval_size_larger_than_the_set_is_refused_not_clamped():
+    """Issue 20 #13: 5000 problems asked of synthetic:test (1000) silently gave 1000."""
+    from mathgpt.config import parse_config
+    from mathgpt.data import DataError
+    from mathgpt.run import eval_slices
+
+    with pytest.raises(
+        DataError, match=r"synthetic:test: data.eval_size 5000 is more than its 1000 problems"
+    ):
+        eval_slices(parse_config({"data": {"eval": ["synthetic:test"], "eval_size": 5000}}))
+    with pytest.raises(DataError, match=r"data.select_size 900 is more than the 200 problems"):
+        eval_slices(
+            parse_config({"data": {"eval": ["synthetic:test"], "eval_size": 800, "select_size": 900}})
+        )
+    report, _ = eval_slices(parse_config({"data": {"eval": ["synthetic:test"], "eval_size": 1000}}))
+    assert len(report[0].examples) == 1000  # all of it is fine
+
+
+@pytest.mark.parametrize("key", ["train.epochs", "train.batch_size", "data.train_size", "seed", "lora.r"])
+def test_a_boolean_is_not_a_count(key):
+    """Issue 20 #13: `train.epochs: true` ran as 1 epoch."""
+    from mathgpt.config import ConfigError, parse_config, set_dotted
+
+    with pytest.raises(ConfigError, match="valid integer"):
+        parse_config(set_dotted({}, key, True))
