@@ -100,3 +100,46 @@ def test_a_writer_killed_mid_append_is_repaired_by_the_next_one(tmp_path):
     optuna.load_study(study_name="s", storage=store).set_user_attr("b", 2)
     assert open_study("s", runs_dir=tmp_path).user_attrs == {"a": 1, "b": 2}
     journal_lines(Path(where))
+
+
+# --------------------------------------------------------------------------- a changed config on resume
+
+
+@pytest.mark.usefixtures("fake_runs")
+def test_resuming_with_a_changed_config_is_refused_before_any_trial(tmp_path, capsys):
+    """Issue 20 #10: a new eval_size was silently ignored; a new grid left a FAIL trial without params."""
+    import yaml
+
+    from mathgpt.cli import main
+
+    path = write_study(tmp_path, [0])
+    runs = tmp_path / "runs"
+    argv = ["sweep", str(path), "--output-dir", str(runs), "--no-report"]
+    assert main(argv) == 0
+    journal = runs / "s" / "journal.log"
+    done, size = finished(open_study("s", runs_dir=runs)), journal.stat().st_size
+    base = tmp_path / "base.yaml"
+    original_base, original_sweep = base.read_text(), path.read_text()
+
+    raw = yaml.safe_load(original_base)
+    raw["data"]["eval_size"] = 6
+    base.write_text(yaml.safe_dump(raw))
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "changed" in err and "data.eval_size: 10 -> 6" in err and "\n" not in err, err
+    base.write_text(original_base)
+
+    spec = yaml.safe_load(original_sweep)
+    spec["params"]["model"]["choices"].append("/fake/c")
+    path.write_text(yaml.safe_dump(spec))
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "params.model.choices" in err and "\n" not in err, err
+    assert journal.stat().st_size == size  # nothing was written: no trial, no attr
+
+    spec = yaml.safe_load(original_sweep)
+    spec["timeout_s"] = 60  # how long and how many more are not what is run: allowed
+    path.write_text(yaml.safe_dump(spec))
+    assert main([*argv, "--n-trials", "2"]) == 0
+    assert finished(open_study("s", runs_dir=runs)) == done

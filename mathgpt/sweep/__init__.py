@@ -33,6 +33,7 @@ from mathgpt.sweep.heartbeat import (
     requeue,
     retry_lost_trials,
 )
+from mathgpt.sweep.resume import check_same_config
 from mathgpt.sweep.spec import (
     ParamSpec,
     PrunerSpec,
@@ -100,6 +101,7 @@ def run_sweep(
     out_dir = (Path(output_dir) / name).resolve()
     store, url = resolve_storage(name, storage, output_dir)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say what happened
+    check_same_config(store, name, sweep_raw, base_raw)  # before a resumed study gets any write
     study = optuna.create_study(
         study_name=name,
         storage=store,
@@ -112,7 +114,11 @@ def run_sweep(
     if not worker:
         console.print(f"[{name}] storage: {redact(url)}")
         console.print(f"[{name}] {power_line(sweep, base_raw)}")
-        for key, value in (("sweep_config", sweep_raw), ("output_dir", str(out_dir))):
+        for key, value in (
+            ("sweep_config", sweep_raw),
+            ("base_config", base_raw),
+            ("output_dir", str(out_dir)),
+        ):
             if key not in study.user_attrs:
                 study.set_user_attr(key, value)
         lost = retry_lost_trials(study, store, host)
