@@ -143,3 +143,46 @@ def test_resuming_with_a_changed_config_is_refused_before_any_trial(tmp_path, ca
     path.write_text(yaml.safe_dump(spec))
     assert main([*argv, "--n-trials", "2"]) == 0
     assert finished(open_study("s", runs_dir=runs)) == done
+
+
+# ------------------------------------------------------------------------------------- two sweeps at once
+
+
+@pytest.mark.usefixtures("fake_runs")
+def test_two_sweeps_started_together_evaluate_the_base_once(tmp_path, monkeypatch):
+    """Issue 20 #11: both evaluated the base into one folder: two point-0 lines, every problem twice."""
+    import threading
+    import time
+
+    slow_start = sw.trial.start_run
+
+    def slow_base(raw: dict, run_dir: Path) -> subprocess.Popen:
+        if raw["eval"]["base"]:
+            time.sleep(1.5)  # a base evaluation takes a while: the second sweep arrives meanwhile
+        return slow_start(raw, run_dir)
+
+    monkeypatch.setattr(sw.trial, "start_run", slow_base)
+    path = write_study(tmp_path, [0, 1], params={"lr": {"key": "train.learning_rate", "type": "categorical",
+                                                        "choices": [1e-3]}})  # fmt: skip
+    runs = tmp_path / "runs"
+    errors: list[BaseException] = []
+
+    def sweep() -> None:
+        try:
+            sw.run_sweep(path, output_dir=runs, report=False)
+        except BaseException as err:  # noqa: BLE001 - reported by the assert below
+            errors.append(err)
+
+    threads = [threading.Thread(target=sweep) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    base = runs / "s" / "base"
+    points = [json.loads(ln) for ln in (base / "epochs.jsonl").read_text().splitlines()]
+    assert [p["point"] for p in points] == [0]
+    ids = [json.loads(ln)["id"] for ln in (base / "predictions.jsonl").read_text().splitlines()]
+    assert sorted(ids) == sorted(set(ids)) and len(ids) == 10
+    study = open_study("s", runs_dir=runs)
+    assert len(finished(study)) == 2 and list(study.user_attrs["bases"]) == ["/fake/a"]

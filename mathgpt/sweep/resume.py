@@ -8,7 +8,11 @@ started together evaluate a model's base while the others wait for its result.
 
 from __future__ import annotations
 
+import fcntl
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -71,3 +75,20 @@ def check_same_config(
             f"study '{name}' was created with another config; changed: "
             f"{'; '.join(changes[:SHOWN_CHANGES])}{more}. Restore it, or start a new study (--study NAME)"
         )
+
+
+@contextmanager
+def claim_base(run_dir: Path) -> Iterator[None]:
+    """Hold the claim on the base run in ``run_dir``: a second sweep on the same folder waits here.
+
+    An exclusive ``flock`` on ``run_dir/claim.lock``: the kernel releases it when its holder exits, killed
+    or not, so a dead sweep never leaves a stale claim. The caller re-reads the study's ``bases`` after the
+    claim is granted and skips a base that the other sweep stored meanwhile.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / "claim.lock").open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
