@@ -235,3 +235,27 @@ def test_a_boolean_is_not_a_count(key):
 
     with pytest.raises(ConfigError, match="valid integer"):
         parse_config(set_dotted({}, key, True))
+
+
+# ----------------------------------------------------------------------------- generation length bound
+
+
+def test_max_new_tokens_is_bounded_by_context_and_cache_memory(tiny_model_dir, write_config, tmp_path,
+                                                               monkeypatch, capsys):  # fmt: skip
+    """Issue 20 #8: 100,000 new tokens on SmolLM2 preallocated ~34 GiB of slot cache and was OOM-killed."""
+    import mathgpt.run
+    from tests.conftest import tiny_run_config
+
+    out = tmp_path / "out"
+    long = write_config(tiny_run_config(tiny_model_dir, eval={"max_new_tokens": 5000}), "long.yaml")
+    assert main(["run", str(long), "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "eval.max_new_tokens 5000" in err and "context of 1024" in err, err
+    assert not out.exists()  # refused before anything was written
+    # Within the context, but the slot cache (8 rows x the prompt and 900 tokens) cannot fit in 1 MiB.
+    monkeypatch.setattr(mathgpt.run, "available_memory_bytes", lambda device: 1 << 20)
+    fits = write_config(tiny_run_config(tiny_model_dir, eval={"max_new_tokens": 900}), "fits.yaml")
+    assert main(["run", str(fits), "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "slot cache" in err and "GiB" in err and "eval.batch_size" in err, err
+    assert not out.exists()
