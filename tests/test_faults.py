@@ -10,6 +10,7 @@ them (CI does).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -186,3 +187,109 @@ def test_two_sweeps_started_together_evaluate_the_base_once(tmp_path, monkeypatc
     assert sorted(ids) == sorted(set(ids)) and len(ids) == 10
     study = open_study("s", runs_dir=runs)
     assert len(finished(study)) == 2 and list(study.user_attrs["bases"]) == ["/fake/a"]
+
+
+# ------------------------------------------------------------------------------- SIGKILL of the sweep
+
+DRIVER = """
+import subprocess, sys
+import yaml
+import mathgpt.sweep as sw
+from mathgpt.cli import main
+
+script = open(sys.argv[1]).read()
+
+def fake_start(raw, run_dir):  # the stand-in run child of tests/test_sweep_study.py, one second slower
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "cfg.yaml").write_text(yaml.safe_dump(raw))
+    code = "import time; time.sleep(1.0)\\n" + script
+    return subprocess.Popen([sys.executable, "-c", code, str(run_dir / "cfg.yaml"), str(run_dir)],
+                            preexec_fn=sw.trial.die_with_parent)
+
+sw.trial.start_run = fake_start
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def point_zero_lines(base: Path) -> int:
+    path = base / "epochs.jsonl"
+    return sum(json.loads(ln)["point"] == 0 for ln in path.read_text().splitlines()) if path.exists() else 0
+
+
+@pytest.mark.usefixtures("fake_runs")
+@pytest.mark.parametrize("when", ["during the second base run", "during the second trial"])
+def test_sigkill_of_the_sweep_parent_then_rerun_loses_nothing(tmp_path, when):
+    import time
+
+    from tests.conftest import REPO
+    from tests.test_sweep_study import FAKE_RUN
+
+    (tmp_path / "fake_run.py").write_text(FAKE_RUN)
+    (tmp_path / "driver.py").write_text(DRIVER)
+    path = write_study(tmp_path, [0])
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "fake_run.py"), "sweep", str(path),
+           "--output-dir", str(runs), "--no-report"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    parent = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    mark = runs / "s" / ("base-b" if "base" in when else "trial_1") / "cfg.yaml"
+    deadline = time.time() + 60
+    while not mark.exists():
+        assert parent.poll() is None and time.time() < deadline, "the sweep ended before it could be killed"
+        time.sleep(0.05)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    before = open_study("s", runs_dir=runs)
+    kept = {t.number: (t.params, t.value) for t in before.trials if t.state == TrialState.COMPLETE}
+    bases = dict(before.user_attrs.get("bases") or {})
+
+    resumed = sw.run_sweep(path, output_dir=runs, report=False)
+    trials = {t.number: t for t in resumed.trials}
+    for number, (params, value) in kept.items():  # what had finished is kept as it was, not redone
+        assert trials[number].state == TrialState.COMPLETE and trials[number].value == value
+        assert trials[number].params == params
+    assert {b: resumed.user_attrs["bases"][b] for b in bases} == bases
+    complete = [t for t in resumed.trials if t.state == TrialState.COMPLETE]
+    assert sorted(t.params["model"] for t in complete) == ["/fake/a", "/fake/b"]  # each point once
+    assert [point_zero_lines(runs / "s" / b) for b in ("base-a", "base-b")] == [1, 1]
+    assert not [t for t in resumed.trials if t.state == TrialState.RUNNING]
+    journal_lines(runs / "s" / "journal.log")
+
+
+@pytest.mark.usefixtures("fake_runs")
+def test_sigkill_of_a_run_child_fails_only_its_trial(tmp_path, monkeypatch):
+    """The kernel's OOM killer takes one trial's run: the others and the bases stay, the study stays readable."""
+    started = sw.trial.start_run
+
+    def killed_second_trial(raw: dict, run_dir: Path) -> subprocess.Popen:
+        child = started(raw, run_dir)
+        if run_dir.name == "trial_1":
+            child.send_signal(signal.SIGKILL)
+        return child
+
+    monkeypatch.setattr(sw.trial, "start_run", killed_second_trial)
+    path = write_study(tmp_path, [0, 1])
+    runs = tmp_path / "runs"
+    study = sw.run_sweep(path, output_dir=runs, report=False)
+    states = {t.number: t.state for t in study.trials}
+    assert states[1] != TrialState.COMPLETE and "1" not in str(study.trials[1].user_attrs.get("points", ""))
+    done = finished(study)
+    assert len(done) >= 3 and len(study.user_attrs["bases"]) == 2
+    monkeypatch.setattr(sw.trial, "start_run", started)
+    resumed = sw.run_sweep(path, output_dir=runs, report=False)
+    assert done <= finished(resumed)
+    journal_lines(runs / "s" / "journal.log")
+
+
+@pytest.mark.usefixtures("fake_runs")
+def test_an_unwritable_trial_dir_fails_only_that_trial(tmp_path):
+    """A trial folder that cannot be created (a file in its place; root ignores read-only modes)."""
+    path = write_study(tmp_path, [0, 1])
+    runs = tmp_path / "runs"
+    (runs / "s").mkdir(parents=True)
+    (runs / "s" / "trial_1").write_text("in the way")
+    study = sw.run_sweep(path, output_dir=runs, report=False)
+    trial = study.trials[1]
+    assert trial.state == TrialState.FAIL and "trial_1" in trial.user_attrs["fail_reason"]
+    assert len(finished(study)) == 3
+    assert (runs / "s" / "trial_1").read_text() == "in the way"

@@ -238,7 +238,10 @@ def make_objective(
         if cfg.model.name not in (attrs.get("bases") or {}):
             raise fail(f"no base run for model {cfg.model.name}")
         console.print(f"{label} started in {run_dir}")
-        child = start_run(raw, run_dir)
+        try:
+            child = start_run(raw, run_dir)
+        except OSError as err:  # its folder cannot be made or written: this trial fails, the study goes on
+            raise fail(f"cannot start the run in {run_dir}: {err.strerror or err}") from None
         offset, beat = 0, t0
         try:
             while True:
