@@ -293,3 +293,40 @@ def test_an_unwritable_trial_dir_fails_only_that_trial(tmp_path):
     assert trial.state == TrialState.FAIL and "trial_1" in trial.user_attrs["fail_reason"]
     assert len(finished(study)) == 3
     assert (runs / "s" / "trial_1").read_text() == "in the way"
+
+
+def test_sigkill_of_a_real_run_child_mid_training_keeps_the_rest(tmp_path, tiny_model_dir, monkeypatch):
+    """The same on the tiny model: `mathgpt run` is killed once it has written its config and is training."""
+    import threading
+    import time
+
+    from tests.test_sweep import write_sweep
+
+    started = sw.trial.start_run
+
+    def kill_once_training(raw: dict, run_dir: Path) -> subprocess.Popen:
+        child = started(raw, run_dir)
+        if run_dir.name == "trial_0":
+
+            def killer() -> None:
+                deadline = time.time() + 120
+                while not (run_dir / "config.yaml").exists() and child.poll() is None:
+                    assert time.time() < deadline
+                    time.sleep(0.05)
+                child.send_signal(signal.SIGKILL)
+
+            threading.Thread(target=killer, daemon=True).start()
+        return child
+
+    monkeypatch.setattr(sw.trial, "start_run", kill_once_training)
+    params = {"size": {"key": "data.train_size", "type": "categorical", "choices": [8]}}
+    path = write_sweep(tmp_path, tiny_model_dir, params=params, seeds=[0, 1])
+    runs = tmp_path / "runs"
+    study = sw.run_sweep(path, output_dir=runs, report=False)
+    killed = study.trials[0]
+    assert killed.state != TrialState.COMPLETE and killed.user_attrs.get("fail_reason")
+    done = finished(study)
+    assert len(done) >= 1 and "bases" in study.user_attrs
+    assert point_zero_lines(runs / "t" / "base") == 1
+    journal_lines(runs / "t" / "journal.log")
+    assert done <= finished(open_study("t", runs_dir=runs))
