@@ -7,8 +7,8 @@ command started on N machines joins one study; ``workers=N`` starts N local work
 What the study stores is the contract in docs/CONTRACTS.md ("Optuna study").
 
 Modules: ``spec`` (the sweep YAML), ``mathgpt.storage`` (where studies live), ``heartbeat`` (lost trials),
-``points`` (slices and points), ``trial`` (the run subprocess and the objective), ``workers`` (local
-workers), ``tracking`` (console and W&B).
+``points`` (slices and points), ``resume`` (the same config on resume, one base claim), ``trial`` (the run
+subprocess and the objective), ``workers`` (local workers), ``tracking`` (console and W&B).
 """
 
 from __future__ import annotations
