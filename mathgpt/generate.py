@@ -388,3 +388,16 @@ def _fits_window(model, span: int) -> bool:
     window = getattr(model.config, "sliding_window", None)
     types = getattr(model.config, "layer_types", None) or []
     return not (window and span > window and (any("sliding" in t for t in types) or not types))
+
+
+def slot_cache_bytes(config, slots: int, span: int, dtype_bytes: int, more_prompts: bool) -> int:
+    """Bytes ``_Slots`` preallocates: K and V of every layer, ``slots`` rows of ``capacity`` columns.
+
+    The capacity is ``span`` (longest prompt + max_new_tokens), or ``1.5 * span + 1`` when more prompts than
+    slots are queued (room for refills before the window shifts), as ``_continuous`` sizes it.
+    """
+    text = config.get_text_config()
+    heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    capacity = span + span // 2 + 1 if more_prompts else span
+    return 2 * text.num_hidden_layers * slots * heads * capacity * head_dim * dtype_bytes

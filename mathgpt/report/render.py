@@ -10,12 +10,14 @@ import optuna
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from mathgpt.redact import redact
 from mathgpt.report import analysis as an
 from mathgpt.report import effects as ef
 from mathgpt.report import figures
 from mathgpt.report.examples import side_by_side
 from mathgpt.report.load import MATRIX_COLUMNS, StudyData, load_study
 from mathgpt.report.tables import _num, _pct, _pts, analyse, answer_csv, answer_sentence, points_table, tables
+from mathgpt.storage import check_study_name
 
 FIGURES = [
     "scaling.png",
@@ -63,7 +65,7 @@ def write_report(
             "mathgpt.storage.open_study(name, storage, runs_dir)"
         )
     data = load_study(study)
-    out = Path(out_dir) if out_dir is not None else Path("analysis") / data.name
+    out = Path(out_dir) if out_dir is not None else Path("analysis") / check_study_name(data.name)
     out.mkdir(parents=True, exist_ok=True)
     results = analyse(data, n_boot)
     effects = ef.knob_effects(data)
@@ -185,7 +187,9 @@ def _context(
         .groupby("train_examples")[["batch_size", "optimizer_steps"]]
         .agg(lambda s: ", ".join(sorted({_num(v) for v in s if pd.notna(v)}, key=str)))
     )
-    dashboard = f"mathgpt dashboard {data.name}" + (f" --storage {storage_url}" if storage_url else "")
+    dashboard = f"mathgpt dashboard {data.name}" + (
+        f" --storage {redact(storage_url)}" if storage_url else ""
+    )
     return {
         "title": f"MathGPT report: {data.name}",
         "name": data.name,

@@ -7,8 +7,8 @@ command started on N machines joins one study; ``workers=N`` starts N local work
 What the study stores is the contract in docs/CONTRACTS.md ("Optuna study").
 
 Modules: ``spec`` (the sweep YAML), ``mathgpt.storage`` (where studies live), ``heartbeat`` (lost trials),
-``points`` (slices and points), ``trial`` (the run subprocess and the objective), ``workers`` (local
-workers), ``tracking`` (console and W&B).
+``points`` (slices and points), ``resume`` (the same config on resume, one base claim), ``trial`` (the run
+subprocess and the objective), ``workers`` (local workers), ``tracking`` (console and W&B).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from mathgpt.config import parse_config
+from mathgpt.redact import redact
 from mathgpt.stats import detectable_gain
-from mathgpt.storage import open_study, rdb_url, resolve_storage
+from mathgpt.storage import check_study_name, open_study, rdb_url, resolve_storage
 from mathgpt.sweep.heartbeat import (
     counts_as_done,
     grid_taken,
@@ -32,6 +33,7 @@ from mathgpt.sweep.heartbeat import (
     requeue,
     retry_lost_trials,
 )
+from mathgpt.sweep.resume import check_same_config
 from mathgpt.sweep.spec import (
     ParamSpec,
     PrunerSpec,
@@ -95,10 +97,11 @@ def run_sweep(
     sweep, sweep_raw, base_raw = load_sweep(sweep_path)
     if n_trials is not None:
         sweep = sweep.model_copy(update={"n_trials": n_trials})
-    name = study_name or sweep.study
+    name = check_study_name(sweep.study if study_name is None else study_name)  # before anything is written
     out_dir = (Path(output_dir) / name).resolve()
     store, url = resolve_storage(name, storage, output_dir)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say what happened
+    check_same_config(store, name, sweep_raw, base_raw)  # before a resumed study gets any write
     study = optuna.create_study(
         study_name=name,
         storage=store,
@@ -109,9 +112,13 @@ def run_sweep(
     )
     host = socket.gethostname()
     if not worker:
-        console.print(f"[{name}] storage: {url}")
+        console.print(f"[{name}] storage: {redact(url)}")
         console.print(f"[{name}] {power_line(sweep, base_raw)}")
-        for key, value in (("sweep_config", sweep_raw), ("output_dir", str(out_dir))):
+        for key, value in (
+            ("sweep_config", sweep_raw),
+            ("base_config", base_raw),
+            ("output_dir", str(out_dir)),
+        ):
             if key not in study.user_attrs:
                 study.set_user_attr(key, value)
         lost = retry_lost_trials(study, store, host)

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import optuna
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mathgpt.config import ConfigError, parse_config, read_yaml, set_dotted
+from mathgpt.config import ConfigError, RunConfig, parse_config, read_yaml, set_dotted
+from mathgpt.data import DataError, check_name
+from mathgpt.storage import check_study_name
 
 SEED_PARAM = "seed"  # the seeds axis's param name and its run-config key
 # Keys that choose the evaluation slices: a study that varied them could not pair its trials.
@@ -86,6 +88,14 @@ class SweepConfig(_Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)  # training seeds: an axis
     report: ReportSpec = ReportSpec()
 
+    @field_validator("study")
+    @classmethod
+    def _study_is_a_folder_name(cls, v: str) -> str:
+        try:
+            return check_study_name(v)
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+
     @model_validator(mode="after")
     def _consistent(self) -> SweepConfig:
         if self.sampler.type == "grid":
@@ -140,18 +150,26 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, dict[str, Any], dict[str,
     for key, value in sweep.overrides.items():
         base_raw = set_dotted(base_raw, key, value)
     try:
-        parse_config(base_raw)
-    except ConfigError as err:
+        check_datasets(parse_config(base_raw))
+    except (ConfigError, DataError) as err:
         raise ConfigError(f"{path}: base_config with overrides: {err}") from None
     for name, p in sweep.all_params().items():
-        probe = p.choices[0] if p.choices else p.low
+        # Every choice, and both ends of a range: a bad later value must not wait for its trial to fail.
+        probes = list(p.choices) if p.choices else [p.low, p.high]
         if p.type in ("int", "log_int"):
-            probe = int(probe)  # type: ignore[arg-type]
-        try:
-            parse_config(set_dotted(base_raw, p.key, probe))
-        except ConfigError as err:
-            raise ConfigError(f"{path}: param '{name}': {err}") from None
+            probes = [int(v) for v in probes]  # type: ignore[arg-type]
+        for probe in probes:
+            try:
+                check_datasets(parse_config(set_dotted(base_raw, p.key, probe)))
+            except (ConfigError, DataError) as err:
+                raise ConfigError(f"{path}: param '{name}': {err}") from None
     return sweep, raw, base_raw
+
+
+def check_datasets(cfg: RunConfig) -> None:
+    """Every math dataset the run names exists (by name only: nothing is read), before a study is created."""
+    for name in (cfg.data.train, *cfg.data.eval):
+        check_name(name)
 
 
 def make_sampler(spec: SamplerSpec, sweep: SweepConfig) -> optuna.samplers.BaseSampler:

@@ -25,6 +25,7 @@ import yaml
 from mathgpt.config import ConfigError, parse_config
 from mathgpt.sweep import points as pts
 from mathgpt.sweep.heartbeat import HEARTBEAT_S, frozen, grid_taken, requeue
+from mathgpt.sweep.resume import claim_base
 from mathgpt.sweep.spec import (
     SweepConfig,
     applied_overrides,
@@ -129,20 +130,24 @@ def run_bases(
         values = {"train.epochs": 0, "eval.at_examples": None, "model.name": model}  # at_examples: 1 epoch
         raw = trial_config(base_raw, values, f"{name}-base", name, base=True)
         run_dir = base_dir(out_dir, model, models).resolve()
-        console.print(f"[{name}] base model {model}: evaluating once for the study in {run_dir}")
-        t0 = time.time()
-        child = start_run(raw, run_dir)
-        try:
-            code = child.wait()
-        finally:
-            stop(child)
-        lines = [ln for ln in read_new_lines(run_dir / "epochs.jsonl", 0)[0] if pts.point_index(ln) == 0]
-        if code != 0 or not lines:  # without its zero point a study means nothing: stop with one line
-            log = run_dir / "log.txt"
-            raise ConfigError(
-                f"the base run of {model} failed (exit {code}): {last_line(log)} (full log: {log})"
-            )
-        store_base(study, model, pts.normalize(lines[-1], 0), run_dir)
+        with claim_base(run_dir):  # a sweep started at the same moment waits, then finds the base stored
+            if model in (study.user_attrs.get("bases") or {}):
+                console.print(f"[{name}] base model {model}: evaluated by another sweep on this study")
+                continue
+            console.print(f"[{name}] base model {model}: evaluating once for the study in {run_dir}")
+            t0 = time.time()
+            child = start_run(raw, run_dir)
+            try:
+                code = child.wait()
+            finally:
+                stop(child)
+            lines = [ln for ln in read_new_lines(run_dir / "epochs.jsonl", 0)[0] if pts.point_index(ln) == 0]
+            if code != 0 or not lines:  # without its zero point a study means nothing: stop with one line
+                log = run_dir / "log.txt"
+                raise ConfigError(
+                    f"the base run of {model} failed (exit {code}): {last_line(log)} (full log: {log})"
+                )
+            store_base(study, model, pts.normalize(lines[-1], 0), run_dir)
         line = lines[-1]
         took = fmt_s(time.time() - t0)
         console.print(
@@ -233,7 +238,10 @@ def make_objective(
         if cfg.model.name not in (attrs.get("bases") or {}):
             raise fail(f"no base run for model {cfg.model.name}")
         console.print(f"{label} started in {run_dir}")
-        child = start_run(raw, run_dir)
+        try:
+            child = start_run(raw, run_dir)
+        except OSError as err:  # its folder cannot be made or written: this trial fails, the study goes on
+            raise fail(f"cannot start the run in {run_dir}: {err.strerror or err}") from None
         offset, beat = 0, t0
         try:
             while True:
