@@ -16,6 +16,7 @@ import copy
 import json
 import math
 import random
+import resource
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -292,6 +293,7 @@ def run_experiment(cfg: RunConfig, out_dir: Path) -> dict:
             contaminated_dropped=rd.dropped,
             wall_s=round(time.perf_counter() - t0, 2),
             device=device,
+            peak_rss_mb=peak_rss_mb(),
         )
         files.write_json("metrics.json", metrics)
         tracker.summary({k: v for k, v in metrics.items() if isinstance(v, int | float)})
@@ -299,6 +301,11 @@ def run_experiment(cfg: RunConfig, out_dir: Path) -> dict:
         return metrics
     finally:
         tracker.finish()
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (Linux's ru_maxrss is in KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _log_point(
