@@ -201,23 +201,33 @@ def logistic_fit(x: np.ndarray, successes: np.ndarray, trials: np.ndarray, iters
     return beta if np.all(np.isfinite(beta)) and abs(beta[1]) < 50 else np.array([math.nan, math.nan])
 
 
-def accuracy_ci(scores: Sequence[float] | np.ndarray, alpha: float = 0.05) -> MeanCI:
-    """Accuracy of per-problem scores with a Wilson interval, also for scores averaged over seeds.
+def accuracy_ci(scores: Sequence[float] | np.ndarray, alpha: float = 0.05, runs: int = 1) -> MeanCI:
+    """Accuracy of per-problem scores with a Wilson interval, also for scores averaged over ``runs`` seeds.
 
-    Seed means enter as a fractional count (mean x n) over the n problems: averaging seeds can only shrink a
-    problem's variance below the binomial p(1 - p), so Wilson at n problems is conservative, and one method
-    for one seed and for several keeps the bounds monotone in the accuracy and never of zero width.
+    One run: the Wilson interval of k of n. Seed means: Wilson at the effective sample size
+    p(1 - p) / var(mean) (Kish's design effect), between n and n x runs, so one method serves both, the
+    bounds stay inside [0, 1] and never have zero width (the clipped t interval it replaces did both wrong).
     """
     s = np.asarray(scores, dtype=float)
     if s.size == 0:
         return MeanCI(math.nan, 0.0, 1.0, math.nan, 0)
-    lo, hi = _wilson(float(s.sum()), int(s.size), float(norm.ppf(1 - alpha / 2)))
+    lo, hi = _wilson(float(s.mean()), _effective_n(s, runs), float(norm.ppf(1 - alpha / 2)))
     return MeanCI(float(s.mean()), lo, hi, math.nan, int(s.size))
 
 
-def _wilson(k: float, n: int, z: float) -> tuple[float, float]:
-    """Wilson score bounds for a (possibly fractional) count; statsmodels takes a float count as is."""
-    lo, hi = proportion_confint(k, n, alpha=2 * norm.sf(z), method="wilson")
+def _effective_n(scores: np.ndarray, runs: int) -> float:
+    """n p(1 - p) / sum of squared deviations: n for 0/1 scores, up to n x runs when seeds disagree evenly."""
+    n, p = scores.size, float(scores.mean())
+    ss = float(np.sum((scores - p) ** 2))
+    if ss <= 0 or p * (1 - p) <= 0:
+        return float(n) if ss <= 0 and p * (1 - p) <= 0 else float(n * runs)
+    return min(float(n * runs), max(float(n), n * n * p * (1 - p) / ss))
+
+
+def _wilson(p: float, n: float, z: float) -> tuple[float, float]:
+    """Wilson score bounds of a proportion p at (possibly effective, non-integer) sample size n; statsmodels
+    takes the count p n and n as floats."""
+    lo, hi = proportion_confint(p * n, n, alpha=2 * norm.sf(z), method="wilson")
     return max(0.0, float(lo)), min(1.0, float(hi))
 
 
@@ -246,7 +256,13 @@ class Gain:
     z: float  # the interval's normal quantile (1.96 for 95%)
     se: float = math.nan  # retraining only: standard error of the seed-averaged gain
     df: float = math.nan  # retraining only: Satterthwaite degrees of freedom
-    cells: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # newcombe only: (a, b, c, d)
+    margins: tuple[float, float, float, float, float] = (
+        0.0,
+        1.0,
+        0.0,
+        1.0,
+        0.0,
+    )  # newcombe: p1, n1, p2, n2, phi
 
     def p_above(self, delta: float) -> float:
         """One-sided p for H0: gain <= delta, the level at which the interval's lower bound reaches delta."""
@@ -258,41 +274,27 @@ class Gain:
                 if self.se > 0
                 else float(self.mean <= delta)
             )
-        return _newcombe_p(self.cells, delta)
+        return _newcombe_p(self.margins, delta)
 
 
-def _newcombe_bounds(cells: tuple[float, float, float, float], z: float) -> tuple[float, float]:
-    """Newcombe's (1998) method 10 for paired proportions: Wilson bounds of each margin, squared and added
-    with the correlation phi of the two margins (continuity-corrected when positive, as in the paper)."""
-    a, b, c, d = cells  # both right, fixed (tuned only), broken (base only), both wrong
-    n = a + b + c + d
-    p1, p2 = (a + b) / n, (a + c) / n  # tuned, base
-    l1, u1 = _wilson(a + b, round(n), z)
-    l2, u2 = _wilson(a + c, round(n), z)
-    margins = (a + b) * (c + d) * (a + c) * (b + d)
-    cross = a * d - b * c
-    if margins <= 0:
-        phi = 0.0
-    elif cross > n / 2:
-        phi = (cross - n / 2) / math.sqrt(margins)
-    elif cross >= 0:
-        phi = 0.0
-    else:
-        phi = cross / math.sqrt(margins)
+def _newcombe_bounds(margins: tuple[float, float, float, float, float], z: float) -> tuple[float, float]:
+    """Newcombe's square-and-add: each margin's Wilson bounds combined with their correlation phi."""
+    p1, n1, p2, n2, phi = margins  # tuned, base
+    l1, u1 = _wilson(p1, n1, z)
+    l2, u2 = _wilson(p2, n2, z)
     diff = p1 - p2
     lo = diff - math.sqrt(max((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2, 0.0))
     hi = diff + math.sqrt(max((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2, 0.0))
     return max(-1.0, lo), min(1.0, hi)
 
 
-def _newcombe_p(cells: tuple[float, float, float, float], delta: float) -> float:
+def _newcombe_p(margins: tuple[float, float, float, float, float], delta: float) -> float:
     """Invert the interval: the one-sided level alpha/2 at which its lower (or upper) bound equals delta."""
-    a, b, c, d = cells
-    diff = (b - c) / (a + b + c + d)
-    if diff == delta:
+    diff = margins[0] - margins[2]
+    if abs(diff - delta) < 1e-12:
         return 0.5
     side = 0 if diff > delta else 1  # lower bound falls to delta as z grows, or the upper bound rises to it
-    gap = lambda z: _newcombe_bounds(cells, z)[side] - delta  # noqa: E731
+    gap = lambda z: _newcombe_bounds(margins, z)[side] - delta  # noqa: E731
     if gap(12.0) * gap(1e-9) > 0:
         p = 0.0  # delta lies beyond the interval at any reasonable level
     else:
@@ -300,38 +302,52 @@ def _newcombe_p(cells: tuple[float, float, float, float], delta: float) -> float
     return p if side == 0 else 1.0 - p
 
 
-def _cells(base: np.ndarray, tuned: np.ndarray) -> tuple[float, float, float, float]:
-    """Paired table of 0/1 base against tuned scores; seed-averaged scores give fractional cells."""
-    x, s = np.asarray(base, dtype=float), np.asarray(tuned, dtype=float)
-    return (
-        float(np.sum(s * x)),
-        float(np.sum(s * (1 - x))),
-        float(np.sum((1 - s) * x)),
-        float(np.sum((1 - s) * (1 - x))),
-    )
+def _phi(s: np.ndarray, x: np.ndarray) -> float:
+    """Newcombe's continuity-corrected correlation, written for scores: n sum(sx) - sum(s) sum(x) (= ad - bc
+    for a 0/1 table) reduced by n / 2 when above it (the paper's AD - BC - N/2), 0 when between 0 and n / 2
+    or when a margin does not vary, over the Pearson denominator (= sqrt(efgh) for a 0/1 table)."""
+    n = s.size
+    cross = n * float(s @ x) - float(s.sum()) * float(x.sum())
+    den = (n * float(s @ s) - float(s.sum()) ** 2) * (n * float(x @ x) - float(x.sum()) ** 2)
+    if den <= 0:
+        return 0.0
+    if cross > n / 2:
+        return (cross - n / 2) / math.sqrt(den)
+    return cross / math.sqrt(den) if cross < 0 else 0.0
 
 
 def newcombe_gain(
     base: Sequence[float] | np.ndarray, tuned: Sequence[float] | np.ndarray, alpha: float = 0.05
 ) -> Gain:
-    """Paired gain of ``tuned`` (0/1, or per-problem means over seeds) over ``base`` with Newcombe's interval.
+    """Paired gain of ``tuned`` over ``base`` on the same problems with Newcombe's interval (1998, method 10).
 
-    Unlike a t interval over problems it never has zero width: with no discordant problem it is the two
-    Wilson margins squared and added. It covers the models trained: problems are the random unit.
+    Each argument is 0/1 per problem, or runs x problems (seeds; averaged per problem). For 0/1 vectors this
+    is method 10 exactly; for seed means each margin's Wilson interval is taken at its effective sample size
+    (accuracy_ci) and phi is the scores' correlation. It never has zero width: with no discordant problem it
+    is the two Wilson margins squared and added. It covers the models trained: problems are the random unit.
 
     >>> g = newcombe_gain([0] * 37, [0] * 37)
     >>> round(g.lo, 3), round(g.hi, 3)
     (-0.094, 0.094)
     """
-    x, s = np.asarray(base, dtype=float), np.asarray(tuned, dtype=float)
-    if x.shape != s.shape or x.ndim != 1:
-        raise ValueError(f"paired vectors must have the same length (got {x.size} and {s.size})")
+    xm, sm = np.atleast_2d(np.asarray(base, dtype=float)), np.atleast_2d(np.asarray(tuned, dtype=float))
+    if xm.shape[1] != sm.shape[1] or xm.ndim != 2 or sm.ndim != 2:
+        raise ValueError(f"paired vectors must have the same length (got {xm.shape[-1]} and {sm.shape[-1]})")
     z = float(norm.ppf(1 - alpha / 2))
-    if x.size == 0:
+    n = xm.shape[1]
+    if n == 0:
         return Gain(math.nan, -1.0, 1.0, 0, 0.0, 0.0, "newcombe", z)
-    cells = _cells(x, s)
-    lo, hi = _newcombe_bounds(cells, z)
-    return Gain(float(np.mean(s - x)), lo, hi, int(x.size), cells[1], cells[2], "newcombe", z, cells=cells)
+    x, s = xm.mean(axis=0), sm.mean(axis=0)
+    margins = (
+        float(s.mean()),
+        _effective_n(s, sm.shape[0]),
+        float(x.mean()),
+        _effective_n(x, xm.shape[0]),
+        _phi(s, x),
+    )
+    lo, hi = _newcombe_bounds(margins, z)
+    fixed, broken = float(np.sum(s * (1 - x))), float(np.sum((1 - s) * x))
+    return Gain(float(np.mean(s - x)), lo, hi, n, fixed, broken, "newcombe", z, margins=margins)
 
 
 def retraining_gain(base: Sequence[float] | np.ndarray, tuned: np.ndarray, alpha: float = 0.05) -> Gain:
@@ -363,9 +379,10 @@ def retraining_gain(base: Sequence[float] | np.ndarray, tuned: np.ndarray, alpha
     se = math.sqrt(var)
     half = float(t.ppf(1 - alpha / 2, df)) * se
     m = float(d.mean())
-    cells = _cells(x, y.mean(axis=0))
+    s = y.mean(axis=0)
+    fixed, broken = float(np.sum(s * (1 - x))), float(np.sum((1 - s) * x))
     z = float(norm.ppf(1 - alpha / 2))
-    return Gain(m, max(-1.0, m - half), min(1.0, m + half), n, cells[1], cells[2], "retraining", z, se, df)
+    return Gain(m, max(-1.0, m - half), min(1.0, m + half), n, fixed, broken, "retraining", z, se, df)
 
 
 def _mean_squares(d: np.ndarray) -> tuple[float, float, float, int]:
@@ -385,7 +402,7 @@ def paired_gain(base: Sequence[float] | np.ndarray, tuned: np.ndarray, alpha: fl
     y = np.atleast_2d(np.asarray(tuned, dtype=float))
     if y.shape[0] >= MIN_SEEDS_RETRAIN:
         return retraining_gain(base, y, alpha)
-    return newcombe_gain(base, y.mean(axis=0), alpha)
+    return newcombe_gain(base, y, alpha)
 
 
 @dataclass(frozen=True)

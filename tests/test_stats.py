@@ -164,11 +164,17 @@ def test_accuracy_ci_is_wilson_for_one_run_and_for_seed_means() -> None:
     one = accuracy_ci([1] * 12)
     assert (one.lo, one.hi) == pytest.approx(proportion_confint(12, 12, method="wilson"), abs=1e-9)
     assert one.lo < 1.0  # a t interval would be [1, 1]
-    means = np.array([0.0, 0.5, 1.0, 0.5, 0.0, 1.0, 1.0, 0.5])
-    ci = accuracy_ci(means)
-    assert (ci.lo, ci.hi) == pytest.approx(_wilson_by_hand(4.5, 8, norm.ppf(0.975)))
+    means = np.array([0.0, 0.5, 1.0, 0.5, 0.0, 1.0, 1.0, 0.5])  # two seeds
+    p = means.mean()
+    n_eff = 8 * 8 * p * (1 - p) / np.sum((means - p) ** 2)  # Kish: p(1 - p) / var(mean), here 10.3
+    assert 8 < n_eff < 16
+    ci = accuracy_ci(means, runs=2)
+    assert (ci.lo, ci.hi) == pytest.approx(_wilson_by_hand(p * n_eff, n_eff, norm.ppf(0.975)))
+    # seeds that disagree on every problem: capped at n x runs, never zero width
+    even = accuracy_ci([0.5] * 8, runs=2)
+    assert (even.lo, even.hi) == pytest.approx(_wilson_by_hand(8, 16, norm.ppf(0.975)))
     # monotone in the accuracy: 1/36 and 1.5/36 (a seed mean) must not cross (the old clipped t did)
-    low, higher = accuracy_ci([1] + [0] * 35), accuracy_ci([0.5, 1.0] + [0.0] * 34)
+    low, higher = accuracy_ci([1] + [0] * 35, runs=2), accuracy_ci([0.5, 1.0] + [0.0] * 34, runs=2)
     assert low.lo < higher.lo and low.hi < higher.hi
 
 
