@@ -296,7 +296,7 @@ def _lower_bounds(seeds: int, sigma: float, mu: float, reps: int = 3000, n: int 
     crossed = m - student_t.ppf(0.975, (ms_p + seed_part) ** 2 / den) * np.sqrt(var)
     truth = _truth(mu, tau, sigma, shift)
     # the vectorised crossed interval is the library's: check a few replicates against retraining_gain
-    for r in range(3):
+    for r in range(3 if seeds >= 3 else 0):
         assert retraining_gain(base[r], y[r]).lo == pytest.approx(crossed[r])
     return {
         "problems only": float(np.mean(problems_only <= truth)),
@@ -314,8 +314,16 @@ def test_retraining_interval_covers_a_seed_effect(seeds: int, mu: float) -> None
     cov = _lower_bounds(seeds, 0.5, mu)
     assert cov["crossed"] >= 0.96, cov
     assert cov["problems only"] < 0.96, cov
-    without = _lower_bounds(seeds, 0.0, mu, reps=1000)  # no seed effect: still valid, not grossly wide
+    without = _lower_bounds(seeds, 0.0, mu, reps=1000)  # no seed effect: still valid
     assert without["crossed"] >= 0.96, without
+
+
+def test_two_seeds_cannot_cover_retraining_with_the_problems_only_interval() -> None:
+    """Why the report says "covers only the models trained" below 3 seeds: with 2 seeds and a seed effect
+    the problems-only interval's lower bound misses far more often than 2.5%."""
+    for mu in (-4.0, -3.0):
+        cov = _lower_bounds(2, 0.5, mu)
+        assert cov["problems only"] < 0.94, cov
 
 
 def test_equivalence_test_by_hand() -> None:

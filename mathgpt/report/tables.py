@@ -109,7 +109,12 @@ def answer_sentence(data: StudyData, bench: str, r: dict[str, Any]) -> str:
             f"no data size shows a gain of at least {d} points on {bench}; the largest, "
             f"{int(by.index[-1])} examples ({t['seeds']} seeds), gains {_pts(t['gain'])} points "
             f"[{_pts(t['lo'])}, {_pts(t['hi'])}] (base {_pct(t['base_accuracy'])}, n = {t['n']}): inconclusive "
-            f"at this slice (power {_power(t['power_delta'])} at the observed gain)"
+            f"at this slice (power {_power(t['power_delta'])} at the observed gain), and "
+            + (
+                "it beats the base (tested at 0)"
+                if int(by.index[-1]) in beats.passed
+                else "not shown better than the base"
+            )
         )
     parts = [head]
     if t["interval"] == "newcombe":
