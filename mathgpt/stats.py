@@ -219,8 +219,8 @@ def _effective_n(scores: np.ndarray, runs: int) -> float:
     """n p(1 - p) / sum of squared deviations: n for 0/1 scores, up to n x runs when seeds disagree evenly."""
     n, p = scores.size, float(scores.mean())
     ss = float(np.sum((scores - p) ** 2))
-    if ss <= 0 or p * (1 - p) <= 0:
-        return float(n) if ss <= 0 and p * (1 - p) <= 0 else float(n * runs)
+    if ss <= 0:  # every score equal: all 0 or all 1 is n Bernoulli draws, a shared fraction n x runs of them
+        return float(n * runs) if 0 < p < 1 else float(n)
     return min(float(n * runs), max(float(n), n * n * p * (1 - p) / ss))
 
 
