@@ -28,6 +28,7 @@ import torch
 from mathgpt import contamination, data, general, multiple_choice
 from mathgpt.config import ConfigError, RunConfig, dump_config
 from mathgpt.evaluate import EvalSet, evaluate
+from mathgpt.machine import describe, machine_info
 from mathgpt.model import add_lora, count_parameters, load_model, load_tokenizer, meta_model, resolve_device
 from mathgpt.points import Scored, point_line, prediction_rows, sum_gen, summary, without_lists
 from mathgpt.track import start_run
@@ -266,7 +267,11 @@ def run_experiment(cfg: RunConfig, out_dir: Path) -> dict:
     tokenizer = load_tokenizer(cfg.model.name)  # a bad model name fails here, before any file is written
     check_generation(cfg, rd, device)  # before any file, not minutes into the first evaluation
     files = RunFiles(Path(out_dir))
-    (files.out / "config.yaml").write_text(dump_config(cfg))  # the config that runs: nothing is re-batched
+    # the numbers depend on where they ran (training is not bit-reproducible across CPU models)
+    machine = machine_info() | {"dtype": cfg.model.dtype, "mixed_precision": cfg.train.mixed_precision}
+    (files.out / "config.yaml").write_text(  # the config that runs: nothing is re-batched
+        f"# machine: {describe(machine)}\n" + dump_config(cfg)
+    )
     fingerprint = rd.fingerprints()
     tracker = start_run(
         project=cfg.tracking.project,
@@ -278,6 +283,7 @@ def run_experiment(cfg: RunConfig, out_dir: Path) -> dict:
             "fingerprint": fingerprint,
             "n_train": len(rd.train),
             "contaminated_dropped": rd.dropped,
+            "machine": machine,
         },
         mode=cfg.tracking.mode,
     )
@@ -294,6 +300,7 @@ def run_experiment(cfg: RunConfig, out_dir: Path) -> dict:
             wall_s=round(time.perf_counter() - t0, 2),
             device=device,
             peak_rss_mb=peak_rss_mb(),
+            machine=machine,
         )
         files.write_json("metrics.json", metrics)
         tracker.summary({k: v for k, v in metrics.items() if isinstance(v, int | float)})

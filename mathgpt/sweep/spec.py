@@ -74,6 +74,7 @@ class ReportSpec(_Strict):
     delta: float = Field(0.03, ge=0, lt=1)
     alpha: float = Field(0.05, gt=0, lt=1)
     power: float = Field(0.8, gt=0, lt=1)
+    general_margin: float = Field(0.03, gt=0, lt=1)  # general ability: TOST equivalence margin
 
 
 class SweepConfig(_Strict):
