@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mathgpt.config import ConfigError  # noqa: E402
-from mathgpt.points import trial_points  # noqa: E402
+from mathgpt.scored import trial_points  # noqa: E402
 from mathgpt.sweep import open_study  # noqa: E402
 
 

@@ -28,7 +28,7 @@ from mathgpt import contamination, data, general, multiple_choice
 from mathgpt.config import ConfigError, RunConfig, dump_config
 from mathgpt.evaluate import EvalSet, evaluate
 from mathgpt.model import add_lora, count_parameters, load_model, load_tokenizer, meta_model, resolve_device
-from mathgpt.points import Scored, point_line, prediction_rows, sum_gen, summary, without_lists
+from mathgpt.scored import Scored, point_line, prediction_rows, sum_gen, summary, without_lists
 from mathgpt.track import start_run
 from mathgpt.train import tokenize, train, training_args
 

@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 
 from mathgpt import track
-from mathgpt.points import MATRIX_COLUMNS, trial_points
+from mathgpt.scored import MATRIX_COLUMNS, trial_points
 
 # W&B refuses tables above 200,000 rows (wandb.Table.MAX_ARTIFACT_ROWS); problems.csv in the report
 # artifact always has the full matrix.

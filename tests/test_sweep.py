@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 import mathgpt.sweep as sw
 import mathgpt.sweep.heartbeat
-import mathgpt.sweep.points
+import mathgpt.sweep.slices
 import mathgpt.sweep.trial  # noqa: F401 - sw.trial, sw.points, sw.heartbeat
 from mathgpt.config import ConfigError
 from tests.conftest import REPO, tiny_run_config

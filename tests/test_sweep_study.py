@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 import mathgpt.sweep as sw
 from mathgpt.config import ConfigError, parse_config
-from mathgpt.sweep.points import SliceMismatch, check_point, ids_fingerprint, normalize, to_study_order
+from mathgpt.sweep.slices import SliceMismatch, check_point, ids_fingerprint, normalize, to_study_order
 from tests.conftest import tiny_run_config
 from tests.test_sweep import write_sweep
 

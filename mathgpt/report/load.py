@@ -17,7 +17,7 @@ import optuna
 import pandas as pd
 
 from mathgpt.data import DataError
-from mathgpt.points import MATRIX_COLUMNS, trial_points
+from mathgpt.scored import MATRIX_COLUMNS, trial_points
 from mathgpt.stats import wilson_ci
 
 # Knobs that define a "setting": everything a point ran with except its seed and its data size.

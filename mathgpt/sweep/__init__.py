@@ -7,7 +7,7 @@ command started on N machines joins one study; ``workers=N`` starts N local work
 What the study stores is the contract in docs/CONTRACTS.md ("Optuna study").
 
 Modules: ``spec`` (the sweep YAML), ``mathgpt.storage`` (where studies live), ``heartbeat`` (lost trials),
-``points`` (slices and points), ``trial`` (the run subprocess and the objective), ``workers`` (local
+``slices`` (the study's fixed slices and how points are checked against them), ``trial`` (the run subprocess and the objective), ``workers`` (local
 workers), ``tracking`` (console and W&B).
 """
 

@@ -9,7 +9,7 @@ import optuna
 from rich.console import Console
 from rich.table import Table
 
-from mathgpt.points import trial_points
+from mathgpt.scored import trial_points
 from mathgpt.sweep.spec import fmt_params
 
 console = Console(highlight=False, markup=False, soft_wrap=True)  # one line per event, even in a CI log

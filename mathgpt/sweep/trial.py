@@ -23,7 +23,7 @@ import optuna
 import yaml
 
 from mathgpt.config import ConfigError, parse_config
-from mathgpt.sweep import points as pts
+from mathgpt.sweep import slices as pts
 from mathgpt.sweep.heartbeat import HEARTBEAT_S, frozen, grid_taken, requeue
 from mathgpt.sweep.spec import (
     SweepConfig,

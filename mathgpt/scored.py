@@ -1,4 +1,4 @@
-"""Evaluation points: one epochs.jsonl line, predictions rows and metrics summaries from a scored slice."""
+"""Scored slices -> one epochs.jsonl line, predictions rows and metrics summaries (the writer side of a point)."""
 
 from __future__ import annotations
 
