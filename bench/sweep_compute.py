@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mathgpt.config import ConfigError  # noqa: E402
-from mathgpt.scored import trial_points  # noqa: E402
+from mathgpt.record import trial_points  # noqa: E402
 from mathgpt.sweep import open_study  # noqa: E402
 
 
@@ -71,7 +71,7 @@ def trial_costs(trials: list[FrozenTrial]) -> list[TrialCost]:
     """One row per trial that trained (failed and lost trials before their first point have no cost data)."""
     rows = []
     for t in trials:
-        points = [p for p in trial_points(t) if p["epoch"] > 0]
+        points = [p.model_dump() for p in trial_points(t) if p.epoch > 0]
         if not points or t.state not in (TrialState.COMPLETE, TrialState.PRUNED):
             continue
         overrides = t.user_attrs.get("overrides", {})

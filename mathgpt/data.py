@@ -11,7 +11,6 @@ Both paths go through the same converters, so a local copy and the Hub give the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -24,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mathgpt.example import DataError, Example
+from mathgpt.record import ids_fingerprint
 
 # `load("synthetic:train")` draws a fixed pool with seed 0; a run takes its nested subset of this pool, so
 # train_size is capped at 4096 (512 steps of batch 8 per epoch, far past where the curve flattens on CPU).
@@ -375,11 +375,6 @@ def nested_subset(examples: list[Example], n: int, seed: int) -> list[Example]:
 def fingerprint(examples: list[Example]) -> str:
     """12 hex digits of sha256 over the sorted ids: equal fingerprints mean the same problems were used."""
     return ids_fingerprint([e.id for e in examples])
-
-
-def ids_fingerprint(ids: list[str]) -> str:
-    """``fingerprint`` from the ids alone (a stored point's ``ids``, a study's problem list)."""
-    return hashlib.sha256("\n".join(sorted(str(i) for i in ids)).encode()).hexdigest()[:12]
 
 
 # ------------------------------------------------------------------------------------------------- display

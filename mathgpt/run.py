@@ -28,7 +28,8 @@ from mathgpt import contamination, data, general, multiple_choice
 from mathgpt.config import ConfigError, RunConfig, dump_config
 from mathgpt.evaluate import EvalSet, evaluate
 from mathgpt.model import add_lora, count_parameters, load_model, load_tokenizer, meta_model, resolve_device
-from mathgpt.scored import Scored, point_line, prediction_rows, sum_gen, summary, without_lists
+from mathgpt.record import Point, knob_values
+from mathgpt.scored import Scored, point_line, prediction_rows, sum_gen, summary
 from mathgpt.track import start_run
 from mathgpt.train import tokenize, train, training_args
 
@@ -256,21 +257,22 @@ def run_experiment(cfg: RunConfig, out_dir: Path) -> dict:
 
 
 def _log_point(
-    tracker, files: RunFiles, line: dict, scored: Scored, model_name: str, table_rows: int
+    tracker, files: RunFiles, line: Point, scored: Scored, model_name: str, table_rows: int
 ) -> None:
-    files.append("epochs.jsonl", [line])
-    tracker.log_eval(line)  # x-axes: line["train_examples"] and line["epoch"]
+    files.append("epochs.jsonl", [line.dump()])
+    tracker.log_eval(line)  # x-axes: line.train_examples and line.epoch
     if table_rows:
         cols = ["model", "point", "id", "eval_set", "question", "gold", "output", "extracted", "correct"]
-        rows = [[model_name, line["point"]] + [r[c] for c in cols[2:]] for r in scored.report[:table_rows]]
-        tracker.log_table(f"predictions/{model_name}_point{line['point']}", cols, rows)
+        rows = [[model_name, line.point] + [r[c] for c in cols[2:]] for r in scored.report[:table_rows]]
+        tracker.log_table(f"predictions/{model_name}_point{line.point}", cols, rows)
 
 
 def _run(cfg: RunConfig, files: RunFiles, device: str, tokenizer, rd: RunData, tracker) -> dict:
     model = load_model(cfg.model, device)
     steps = {ex.id: ex.steps for s in rd.report + rd.select for ex in s.examples}
     fingerprints = rd.fingerprints()
-    lines: list[dict] = []
+    lines: list[Point] = []
+    knobs = knob_values(cfg)
 
     def _general(m) -> dict:
         """General-ability multiple choice (forgetting) at this point; {} when eval.general is empty."""
@@ -279,7 +281,7 @@ def _run(cfg: RunConfig, files: RunFiles, device: str, tokenizer, rd: RunData, t
         with preserved_rng():
             return multiple_choice.evaluate_general(m, tokenizer, cfg, cfg.eval.batch_size)
 
-    def record(scored: Scored, model_name: str, info: dict, train_wall: float, general_scores: dict) -> dict:
+    def record(scored: Scored, model_name: str, info: dict, train_wall: float, general_scores: dict) -> Point:
         line = point_line(
             len(lines) + (0 if cfg.eval.base else 1),
             scored,
@@ -287,6 +289,7 @@ def _run(cfg: RunConfig, files: RunFiles, device: str, tokenizer, rd: RunData, t
             n_train=len(rd.train),
             fingerprints=fingerprints,
             train_wall_s=train_wall,
+            knobs=knobs,
             general=general_scores,
         )
         _log_point(tracker, files, line, scored, model_name, cfg.tracking.predictions_table_rows)
@@ -318,8 +321,8 @@ def _run(cfg: RunConfig, files: RunFiles, device: str, tokenizer, rd: RunData, t
         state["eval_s"] += time.perf_counter() - t  # general scoring is evaluation time, not training time
         line = record(scored, "finetuned", info, train_wall, general_scores)
         print(
-            f"{line['train_examples']} examples (epoch {line['epoch']:.2f}, {line['optimizer_steps']} steps): "
-            f"accuracy {line['accuracy']:.3f} [{line['ci95'][0]:.3f}, {line['ci95'][1]:.3f}]",
+            f"{line.train_examples} examples (epoch {line.epoch:.2f}, {line.optimizer_steps} steps): "
+            f"accuracy {line.accuracy:.3f} [{line.ci95[0]:.3f}, {line.ci95[1]:.3f}]",
             flush=True,
         )
 
@@ -362,21 +365,21 @@ def _run(cfg: RunConfig, files: RunFiles, device: str, tokenizer, rd: RunData, t
     out.update(
         trainable_params=trainable,
         total_params=total,
-        **_totals(lines, lines[-1]["train_tokens"], train_wall),
+        **_totals(lines, lines[-1].train_tokens, train_wall),
     )
     return out
 
 
-def _totals(lines: list[dict], train_tokens: int, train_wall: float) -> dict:
-    eval_s = sum(ln["eval_wall_s"] for ln in lines)
+def _totals(lines: list[Point], train_tokens: int, train_wall: float) -> dict:
+    eval_s = sum(ln.eval_wall_s for ln in lines)
     return {
-        "points": [without_lists(ln) for ln in lines],
+        "points": [ln.summary_line() for ln in lines],
         "train_tokens": train_tokens,
         "train_tokens_per_s": round(train_tokens / train_wall, 2) if train_tokens else None,
         "train_wall_s": round(train_wall, 2),
         "eval_wall_s": round(eval_s, 2),
         "gen": sum_gen(lines),
-        "checker_version": lines[-1]["checker_version"] if lines else None,
+        "checker_version": lines[-1].checker_version if lines else None,
     }
 
 

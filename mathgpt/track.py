@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from mathgpt.record import Point
+
 # Step metrics: each chart's x-axis. W&B plots a metric against the step metric its glob names.
 TRAIN_STEP, TRAIN_EXAMPLES = "train/step", "train/examples_seen"
 EVAL_EPOCH, EVAL_EXAMPLES = "eval/epoch", "eval/examples_seen"
@@ -34,33 +36,29 @@ def study_run_id(study: str) -> str:
     return "study-" + hashlib.sha1(study.encode()).hexdigest()[:16]
 
 
-def eval_metrics(line: dict[str, Any]) -> dict[str, float]:
-    """The charted numbers of one evaluation point (an epochs.jsonl line, docs/CONTRACTS.md), unprefixed.
+def eval_metrics(line: Point) -> dict[str, float]:
+    """The charted numbers of one evaluation point (docs/CONTRACTS.md), unprefixed.
 
-    Rates are over the report slice's ``n_eval`` problems; keys a line lacks are left out, not zeroed.
+    Rates are over the report slice's ``n_eval`` problems.
     """
-    m: dict[str, float] = {"accuracy": line["accuracy"]}
-    if line.get("ci95"):
-        m["ci95_lo"], m["ci95_hi"] = line["ci95"]
-    n = line.get("n_eval") or 0
+    m: dict[str, float] = {"accuracy": line.accuracy}
+    m["ci95_lo"], m["ci95_hi"] = line.ci95
+    n = line.n_eval
     for key, name in (
         ("n_answered", "answered_rate"),
         ("n_no_answer", "no_answer_rate"),
         ("n_ungradable", "ungradable_rate"),
         ("n_truncated", "truncated_rate"),
     ):
-        if n and line.get(key) is not None:
-            m[name] = line[key] / n
-    if line.get("strict_accuracy") is not None:
-        m["strict_accuracy"] = line["strict_accuracy"]
-    for name, s in (line.get("by_set") or {}).items():
+        if n:
+            m[name] = getattr(line, key) / n
+    m["strict_accuracy"] = line.strict_accuracy
+    for name, s in line.by_set.items():
         m[f"{name}/accuracy"] = s["accuracy"]
-    select = line.get("select")
-    if select:
-        m["select/accuracy"] = select["accuracy"]
-        if select.get("ci95"):
-            m["select/ci95_lo"], m["select/ci95_hi"] = select["ci95"]
-    for name, g in (line.get("general") or {}).items():
+    if line.select is not None:
+        m["select/accuracy"] = line.select.accuracy
+        m["select/ci95_lo"], m["select/ci95_hi"] = line.select.ci95
+    for name, g in line.general.items():
         for k in ("accuracy", "accuracy_norm"):
             if g.get(k) is not None:
                 m[f"general/{name}/{k}"] = g[k]
@@ -75,7 +73,7 @@ class NullTracker:
 
     def log(self, metrics: dict[str, Any]) -> None: ...
     def log_train(self, step: int, examples_seen: int, metrics: dict[str, Any]) -> None: ...
-    def log_eval(self, line: dict[str, Any]) -> None: ...
+    def log_eval(self, line: Point) -> None: ...
     def log_table(self, name: str, columns: list[str], rows: list[list[Any]]) -> None: ...
     def log_artifact(self, path: Path, name: str, type: str) -> None: ...
     def summary(self, values: dict[str, Any]) -> None: ...
@@ -101,10 +99,10 @@ class WandbTracker:
         row = {f"train/{k}": v for k, v in metrics.items() if isinstance(v, int | float) and k != "step"}
         self.run.log({**row, TRAIN_STEP: int(step), TRAIN_EXAMPLES: int(examples_seen)})
 
-    def log_eval(self, line: dict[str, Any]) -> None:
-        """One evaluation point (an epochs.jsonl line): x = its ``train_examples`` and ``epoch``."""
+    def log_eval(self, line: Point) -> None:
+        """One evaluation point: x = its ``train_examples`` and ``epoch``."""
         row = {f"eval/{k}": v for k, v in eval_metrics(line).items()}
-        self.run.log({**row, EVAL_EPOCH: float(line["epoch"]), EVAL_EXAMPLES: int(line["train_examples"])})
+        self.run.log({**row, EVAL_EPOCH: float(line.epoch), EVAL_EXAMPLES: int(line.train_examples)})
 
     def log_table(self, name: str, columns: list[str], rows: list[list[Any]]) -> None:
         import wandb

@@ -19,7 +19,7 @@ POINT_KEYS = {
     "point", "epoch", "train_examples", "optimizer_steps", "train_tokens", "train_wall_s", "eval_wall_s", "loss",
     "accuracy", "ci95", "n_eval", "n_correct", "strict_accuracy", "n_answered", "n_truncated", "n_no_answer",
     "n_ungradable", "ids", "correct", "answered", "status", "fingerprint", "by_set", "select", "general",
-    "checker_version", "gen",
+    "checker_version", "gen", "knobs", "machine",
 }  # fmt: skip
 
 
@@ -48,7 +48,10 @@ def test_run_writes_the_output_contract(tiny_model_dir, tmp_path, write_config, 
     assert epochs[2]["train_tokens"] == 2 * epochs[1]["train_tokens"] > 0  # real tokens, padding excluded
     assert epochs[0]["loss"] is None and epochs[1]["loss"] > 0 and epochs[2]["loss"] > 0
     assert all(len(e["correct"]) == len(e["ids"]) == len(e["status"]) == 8 for e in epochs)
-    assert all(e["select"]["n_eval"] == 4 for e in epochs)
+    assert all(
+        e["select"]["n_eval"] == len(e["select"]["correct"]) == len(e["select"]["ids"]) == 4 for e in epochs
+    )
+    assert epochs[1]["knobs"]["lora_r"] == 4 and epochs[1]["knobs"]["train_size"] == 32
     assert epochs[1]["select"]["fingerprint"] == metrics["fingerprint"]["select"]
     assert [p["point"] for p in metrics["points"]] == [0, 1, 2] and "ids" not in metrics["points"][0]
 

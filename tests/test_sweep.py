@@ -7,6 +7,7 @@ without it.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -23,9 +24,14 @@ from optuna.trial import TrialState
 import mathgpt.sweep as sw
 import mathgpt.sweep.heartbeat
 import mathgpt.sweep.slices
-import mathgpt.sweep.trial  # noqa: F401 - sw.trial, sw.points, sw.heartbeat
+import mathgpt.sweep.trial  # noqa: F401 - sw.trial, sw.slices, sw.heartbeat
 from mathgpt.config import ConfigError
+from mathgpt.record import ids_fingerprint
+from tests import records
 from tests.conftest import REPO, tiny_run_config
+
+ROOT = Path(__file__).resolve().parents[1]
+FP20 = ids_fingerprint([str(i) for i in range(20)])
 
 GRID = {"size": {"key": "data.train_size", "type": "categorical", "choices": [16, 32]}}
 
@@ -101,6 +107,7 @@ def test_trial_config_ties_alpha_and_disables_base(tmp_path):
         "seed": 0,
         "model.name": "/m",
         "train.batch_size": 1,
+        "data.mix.fraction": 0.0,
     }
 
 
@@ -122,15 +129,16 @@ def test_suggest_maps_each_param_to_its_key():
         assert 1e-5 <= values["train.learning_rate"] <= 5e-4 and values["lora.r"] in (4, 64)
 
 
-def test_read_new_lines_leaves_a_half_written_line(tmp_path):
+def test_read_new_points_leaves_a_half_written_line(tmp_path):
     path = tmp_path / "epochs.jsonl"
-    assert sw.read_new_lines(path, 0) == ([], 0)
-    path.write_text('{"epoch": 1}\n{"epoch": ')
-    lines, offset = sw.read_new_lines(path, 0)
-    assert lines == [{"epoch": 1}] and offset == len('{"epoch": 1}\n')
+    assert sw.read_new_points(path, 0) == ([], 0)
+    first, second = (json.dumps(records.point([1], point=n)) for n in (1, 2))
+    path.write_text(first + "\n" + second[:20])
+    points, offset = sw.read_new_points(path, 0)
+    assert [p.point for p in points] == [1] and offset == len(first) + 1
     with path.open("a") as f:
-        f.write("2}\n")
-    assert sw.read_new_lines(path, offset)[0] == [{"epoch": 2}]
+        f.write(second[20:] + "\n")
+    assert [p.point for p in sw.read_new_points(path, offset)[0]] == [2]
 
 
 # ------------------------------------------------------------------------------- lost trials and counts
@@ -209,11 +217,11 @@ def test_bench_counts_what_per_epoch_evaluation_and_pruning_saved():
     from bench.sweep_compute import savings, trial_costs
 
     def trial(state: TrialState, epochs_run: int) -> optuna.trial.FrozenTrial:
-        epochs = [
-            {"epoch": e, "train_tokens": 100 * e, "train_wall_s": e, "eval_wall_s": 2.0}
+        points = [
+            records.point([1], point=e, epoch=e, train_tokens=100 * e, train_wall_s=e, eval_wall_s=2.0)
             for e in range(1, epochs_run + 1)
         ]
-        attrs = {"epochs": epochs, "overrides": {"train.epochs": 3}, "wall_s": 9.0}
+        attrs = {"points": points, "overrides": {"train.epochs": 3}, "wall_s": 9.0}
         return optuna.trial.create_trial(
             state=state, value=0.5, user_attrs=attrs, intermediate_values={1: 0.5}
         )
@@ -232,13 +240,15 @@ def test_bench_counts_what_per_epoch_evaluation_and_pruning_saved():
 
 FAKE_RUN = """
 import json, sys, time, yaml
+sys.path.insert(0, sys.argv[3])
+from tests.records import point
 cfg = yaml.safe_load(open(sys.argv[1]))
 acc = cfg["data"]["train_size"] / 100
 with open(sys.argv[2] + "/epochs.jsonl", "a") as f:
     for e in range(1, cfg["train"]["epochs"] + 1):
         correct = [1 if i < 20 * acc else 0 for i in range(20)]
-        line = {"epoch": e, "accuracy": acc, "n_eval": 20, "ids": list(range(20)), "correct": correct,
-                "train_tokens": 10 * e, "train_wall_s": 0.1 * e, "eval_wall_s": 0.1}
+        line = point(correct, point=e, epoch=e, train_examples=10 * e, ids=[str(i) for i in range(20)],
+                     train_tokens=10 * e, train_wall_s=0.1 * e, eval_wall_s=0.1, fingerprint=sys.argv[4])
         f.write(json.dumps(line) + "\\n")
         f.flush()
         time.sleep(3)
@@ -254,7 +264,8 @@ def test_pruner_stops_the_child_after_a_bad_epoch(tmp_path, monkeypatch, pruner)
     def fake_start(raw: dict, run_dir: Path) -> subprocess.Popen:
         run_dir.mkdir(parents=True)
         (run_dir / "cfg.yaml").write_text(yaml.safe_dump(raw))
-        return subprocess.Popen([sys.executable, str(script), str(run_dir / "cfg.yaml"), str(run_dir)])
+        cmd = [sys.executable, str(script), str(run_dir / "cfg.yaml"), str(run_dir), str(ROOT), FP20]
+        return subprocess.Popen(cmd)
 
     monkeypatch.setattr(sw.trial, "start_run", fake_start)
     params = {"size": {"key": "data.train_size", "type": "categorical", "choices": [10]}}
@@ -265,8 +276,8 @@ def test_pruner_stops_the_child_after_a_bad_epoch(tmp_path, monkeypatch, pruner)
     study = optuna.create_study(direction="maximize", pruner=sw.make_pruner(sweep.pruner))
     ids = [str(i) for i in range(20)]
     study.set_user_attr("eval_problems", [{"id": i} for i in ids])
-    study.set_user_attr("eval_fingerprint", sw.points.ids_fingerprint(ids))
-    study.set_user_attr("bases", {"/m": {"accuracy": 0.0, "dir": "base"}})
+    study.set_user_attr("eval_fingerprint", FP20)
+    study.set_user_attr("bases", {"/m": records.point([0] * 20, point=0, dir="base")})
     steps = range(20) if pruner == "wilcoxon" else range(1, 4)
     study.add_trial(optuna.trial.create_trial(value=0.9, intermediate_values=dict.fromkeys(steps, 0.9)))
     base_raw = tiny_run_config(Path("/m"), train={"epochs": 3})

@@ -1,12 +1,10 @@
-"""Evaluation points as the study stores them, and the fixed slices every trial is scored on.
+"""The study's fixed slices, and how a run's points are checked against them before the study stores them.
 
-A run appends one ``epochs.jsonl`` line per evaluation point (docs/CONTRACTS.md). The study keeps each line
-without ``ids`` (the study's ``eval_problems`` holds them once, in the order of every stored ``correct``), so a
-point's per-problem lists are re-ordered to the study's order by problem id before they are stored: pairing is
-by id, never by position. A point scored on other problems (its fingerprint differs from the study's) is
-refused with one line. Older runs wrote lines without ``point``/``fingerprint``: the point is then the epoch,
-``train_examples`` is n_train x epoch, and the fingerprint is computed from the line's ids the way
-``mathgpt.data.fingerprint`` does (sha256 over the sorted ids).
+A run appends one ``epochs.jsonl`` line per evaluation point (``mathgpt.record.Point``). The study keeps each
+point without ``ids`` (the study's ``eval_problems`` holds them once, in the order of every stored ``correct``),
+so a point's per-problem lists are re-ordered to the study's order by problem id before they are stored:
+pairing is by id, never by position. A point scored on other problems (its fingerprint differs from the
+study's) is refused with one line.
 """
 
 from __future__ import annotations
@@ -15,103 +13,72 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mathgpt.data import ids_fingerprint
-
-PER_PROBLEM = ("correct", "answered", "status")  # lists aligned with the line's ids
+from mathgpt.record import PER_PROBLEM, Point, ids_fingerprint
 
 
 class SliceMismatch(ValueError):
     """A point scored on other problems than the study's slice: the trial fails with this one line."""
 
 
-def line_fingerprint(line: dict[str, Any]) -> str | None:
-    if line.get("fingerprint"):
-        return str(line["fingerprint"])
-    return ids_fingerprint(line["ids"]) if line.get("ids") is not None else None
+def select_fingerprint(point: Point) -> str | None:
+    return point.select.fingerprint if point.select is not None else None
 
 
-def select_fingerprint(line: dict[str, Any]) -> str | None:
-    sel = line.get("select")
-    return sel.get("fingerprint") if isinstance(sel, dict) else None
+def to_study_order(point: Point, eval_ids: list[str]) -> Point:
+    """The point's report-slice lists in the study's ``eval_ids`` order, and without ``ids``.
 
-
-def point_index(line: dict[str, Any]) -> int:
-    """The line's point number; an old-style line's point is its (integer) epoch."""
-    return int(line["point"]) if "point" in line else int(line.get("epoch") or 0)
-
-
-def normalize(line: dict[str, Any], n_train: int | None = None) -> dict[str, Any]:
-    """Fill what old-style lines lack (``point``, ``train_examples``, ``fingerprint``); leave new ones as is."""
-    out = dict(line)
-    out["point"] = point_index(line)
-    if out.get("train_examples") is None and n_train is not None:
-        out["train_examples"] = int(round(n_train * float(line.get("epoch") or 0)))
-    fp = line_fingerprint(line)
-    if fp is not None:
-        out["fingerprint"] = fp
-    return out
-
-
-def to_study_order(line: dict[str, Any], eval_ids: list[str]) -> dict[str, Any]:
-    """The line's per-problem lists in the study's ``eval_ids`` order, and without ``ids``.
-
-    Raises SliceMismatch (one line) when the line was scored on other problems.
+    Raises SliceMismatch (one line) when the point was scored on other problems.
     """
-    out = {k: v for k, v in line.items() if k != "ids"}
-    ids = line.get("ids")
+    ids = point.ids
+    update: dict[str, Any] = {"ids": None}
     if ids is not None and eval_ids and list(ids) != list(eval_ids):
         if sorted(map(str, ids)) != sorted(map(str, eval_ids)):
             raise SliceMismatch(
-                f"point {line.get('point')} was scored on other problems (fingerprint "
-                f"{line_fingerprint(line)}, study {ids_fingerprint(eval_ids)})"
+                f"point {point.point} was scored on other problems (fingerprint "
+                f"{point.fingerprint}, study {ids_fingerprint(eval_ids)})"
             )
         where = {str(i): n for n, i in enumerate(ids)}
         for key in PER_PROBLEM:
-            if isinstance(line.get(key), list):
-                out[key] = [line[key][where[str(i)]] for i in eval_ids]
-    if isinstance(
-        out.get("general"), dict
-    ):  # general sets keep their own fingerprints; ids live in the study
-        out["general"] = {
-            name: {k: v for k, v in res.items() if k != "ids"} for name, res in out["general"].items()
-        }
-    return out
+            values = getattr(point, key)
+            update[key] = [values[where[str(i)]] for i in eval_ids]
+    return point.model_copy(update=update)
 
 
-def check_point(line: dict[str, Any], eval_fp: str | None, select_fp: str | None) -> None:
+def check_point(point: Point, eval_fp: str | None, select_fp: str | None) -> None:
     """Refuse (SliceMismatch, one line) a point whose report or selection slice is not the study's."""
-    fp = line_fingerprint(line)
-    if eval_fp and fp and fp != eval_fp:
+    if eval_fp and point.fingerprint != eval_fp:
         raise SliceMismatch(
-            f"point {point_index(line)}: report slice fingerprint {fp} differs from the study's {eval_fp}"
+            f"point {point.point}: report slice fingerprint {point.fingerprint} differs from the study's {eval_fp}"
         )
-    sel = select_fingerprint(line)
+    sel = select_fingerprint(point)
     if select_fp and sel and sel != select_fp:
         raise SliceMismatch(
-            f"point {point_index(line)}: selection slice fingerprint {sel} differs from the study's {select_fp}"
+            f"point {point.point}: selection slice fingerprint {sel} differs from the study's {select_fp}"
         )
 
 
-def objective_value(line: dict[str, Any]) -> float:
+def objective_value(point: Point) -> float:
     """What Optuna maximises: the selection slice's accuracy, or the report slice's when there is none."""
-    sel = line.get("select")
-    if isinstance(sel, dict) and sel.get("accuracy") is not None:
-        return float(sel["accuracy"])
-    return float(line["accuracy"])
+    return point.select.accuracy if point.select is not None else point.accuracy
 
 
-def ungradable_rate(line: dict[str, Any]) -> float | None:
-    n, bad = line.get("n_eval"), line.get("n_ungradable")
-    return bad / n if n and bad is not None else None
+def pruning_vector(point: Point) -> list[int]:
+    """What the Wilcoxon pruner pairs across trials: the selection slice's per-problem results (the report
+    slice's only when the study has no selection slice), so pruning never looks at the slice claims are made on."""
+    return point.select.correct if point.select is not None else point.correct
 
 
-def eval_problems(run_dir: Path, base_line: dict[str, Any]) -> list[dict[str, Any]]:
+def ungradable_rate(point: Point) -> float | None:
+    return point.n_ungradable / point.n_eval if point.n_eval else None
+
+
+def eval_problems(run_dir: Path, base_line: Point) -> list[dict[str, Any]]:
     """[{id, eval_set, level, subject, steps}] of the report slice, in the base line's ``ids`` order.
 
     Read from the base run's predictions.jsonl (its point-0 report-slice records); a problem missing there
     keeps its id with null fields.
     """
-    ids = [str(i) for i in base_line.get("ids") or []]
+    ids = [str(i) for i in base_line.ids or []]
     found: dict[str, dict[str, Any]] = {}
     path = run_dir / "predictions.jsonl"
     if path.is_file():
@@ -120,13 +87,12 @@ def eval_problems(run_dir: Path, base_line: dict[str, Any]) -> list[dict[str, An
                 if not raw.strip():
                     continue
                 rec = json.loads(raw)
-                if point_index(rec) != 0 or rec.get("slice", "report") != "report":
+                if rec["point"] != 0 or rec["slice"] != "report":
                     continue
                 found.setdefault(str(rec.get("id")), rec)
     keys = ("eval_set", "level", "subject", "steps")
     return [{"id": i, **{k: (found.get(i) or {}).get(k) for k in keys}} for i in ids]
 
 
-def general_ids(base_line: dict[str, Any]) -> dict[str, list[str]]:
-    general = base_line.get("general") or {}
-    return {name: list(res.get("ids") or []) for name, res in general.items() if isinstance(res, dict)}
+def general_ids(base_line: Point) -> dict[str, list[str]]:
+    return {name: list(res.get("ids") or []) for name, res in base_line.general.items()}

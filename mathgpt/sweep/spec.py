@@ -18,6 +18,7 @@ import optuna
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mathgpt.config import ConfigError, parse_config, read_yaml, set_dotted
+from mathgpt.record import KNOBS, knob_values
 
 SEED_PARAM = "seed"  # the seeds axis's param name and its run-config key
 # Keys that choose the evaluation slices: a study that varied them could not pair its trials.
@@ -205,22 +206,9 @@ def trial_config(
 
 
 def applied_overrides(raw: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """What a trial actually ran with: its searched keys plus the ones the report plots and pairs by."""
-    cfg = parse_config(raw)
-    out = {
-        **values,
-        "seed": cfg.seed,
-        "model.name": cfg.model.name,
-        "data.train_size": cfg.data.train_size,
-        "train.epochs": cfg.train.epochs,
-        "train.batch_size": cfg.train.batch_size,
-        "lora.r": cfg.lora.r,
-        "lora.alpha": cfg.lora.lora_alpha,
-        "train.learning_rate": cfg.train.learning_rate,
-    }
-    if cfg.data.mix is not None:
-        out["data.mix"] = cfg.data.mix.model_dump()
-    return out
+    """What a trial actually ran with: its searched keys plus every knob (``record.KNOBS``) by its config key."""
+    knobs = knob_values(parse_config(raw))
+    return {**values, **{k.key: knobs[k.column] for k in KNOBS}}
 
 
 def fmt_params(params: dict[str, Any]) -> str:

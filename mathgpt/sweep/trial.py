@@ -23,6 +23,7 @@ import optuna
 import yaml
 
 from mathgpt.config import ConfigError, parse_config
+from mathgpt.record import Point
 from mathgpt.sweep import slices as pts
 from mathgpt.sweep.heartbeat import HEARTBEAT_S, frozen, grid_taken, requeue
 from mathgpt.sweep.spec import (
@@ -45,15 +46,15 @@ class TrialFailed(RuntimeError):
     """A run that exited non-zero or was scored on other problems; the study records FAIL and goes on."""
 
 
-def read_new_lines(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
-    """Complete JSON lines appended to ``path`` since byte ``offset``; a half-written line waits."""
+def read_new_points(path: Path, offset: int) -> tuple[list[Point], int]:
+    """Complete points appended to ``path`` (epochs.jsonl) since byte ``offset``; a half-written line waits."""
     if not path.exists():
         return [], offset
     with path.open("rb") as f:
         f.seek(offset)
         chunk = f.read()
     end = chunk.rfind(b"\n") + 1
-    lines = [json.loads(line) for line in chunk[:end].splitlines() if line.strip()]
+    lines = [Point.model_validate_json(line) for line in chunk[:end].splitlines() if line.strip()]
     return lines, offset + end
 
 
@@ -136,31 +137,30 @@ def run_bases(
             code = child.wait()
         finally:
             stop(child)
-        lines = [ln for ln in read_new_lines(run_dir / "epochs.jsonl", 0)[0] if pts.point_index(ln) == 0]
+        lines = [ln for ln in read_new_points(run_dir / "epochs.jsonl", 0)[0] if ln.point == 0]
         if code != 0 or not lines:  # without its zero point a study means nothing: stop with one line
             log = run_dir / "log.txt"
             raise ConfigError(
                 f"the base run of {model} failed (exit {code}): {last_line(log)} (full log: {log})"
             )
-        store_base(study, model, pts.normalize(lines[-1], 0), run_dir)
         line = lines[-1]
+        store_base(study, model, line, run_dir)
         took = fmt_s(time.time() - t0)
         console.print(
-            f"[{name}] base {model}: accuracy {line['accuracy']:.3f} on {line['n_eval']} problems ({took})"
+            f"[{name}] base {model}: accuracy {line.accuracy:.3f} on {line.n_eval} problems ({took})"
         )
 
 
-def store_base(study: optuna.Study, model: str, line: dict[str, Any], run_dir: Path) -> None:
+def store_base(study: optuna.Study, model: str, line: Point, run_dir: Path) -> None:
     attrs = study.user_attrs
     if "eval_problems" not in attrs:
         problems = pts.eval_problems(run_dir, line)
-        checker = line.get("checker_version") or metrics_scalars(run_dir).get("checker_version")
         fixed = {
             "eval_problems": problems,
-            "eval_fingerprint": pts.line_fingerprint(line),
+            "eval_fingerprint": line.fingerprint,
             "select_fingerprint": pts.select_fingerprint(line),
             "general_ids": pts.general_ids(line),
-            "checker_version": checker,
+            "checker_version": line.checker_version,
         }
         for key, value in fixed.items():
             study.set_user_attr(key, value)
@@ -172,7 +172,7 @@ def store_base(study: optuna.Study, model: str, line: dict[str, Any], run_dir: P
     except pts.SliceMismatch as err:
         raise ConfigError(f"base run of {model}: {err}") from None
     bases = dict(attrs.get("bases") or {})
-    bases[model] = point | {"dir": str(run_dir)}
+    bases[model] = point.stored() | {"dir": str(run_dir)}
     study.set_user_attr("bases", bases)
 
 
@@ -209,20 +209,19 @@ def make_objective(
         expected = len(at) if at else cfg.train.epochs
         attrs = study.user_attrs
         eval_ids = [p["id"] for p in attrs.get("eval_problems") or []]
-        points: list[dict[str, Any]] = []
+        points: list[Point] = []
         warned: set[str] = set()
 
         def record(state: str) -> None:
-            trial.set_user_attr("points", points)
-            trial.set_user_attr("train_tokens", points[-1].get("train_tokens", 0) if points else 0)
+            trial.set_user_attr("points", [p.stored() for p in points])
+            trial.set_user_attr("train_tokens", points[-1].train_tokens if points else 0)
             trial.set_user_attr("wall_s", round(time.time() - t0, 2))
             if points:  # shown as-is by optuna-dashboard: the report-slice accuracy of the last point
                 last = points[-1]
-                trial.set_user_attr("accuracy", last.get("accuracy"))
-                trial.set_user_attr("ci95", last.get("ci95"))
-                trial.set_user_attr("train_examples", last.get("train_examples"))
-            if points and points[-1].get("checker_version"):
-                trial.set_user_attr("checker_version", points[-1]["checker_version"])
+                trial.set_user_attr("accuracy", last.accuracy)
+                trial.set_user_attr("ci95", last.ci95)
+                trial.set_user_attr("train_examples", last.train_examples)
+                trial.set_user_attr("checker_version", last.checker_version)
             console.print(f"{label} {state} in {fmt_s(time.time() - t0)}")
 
         def fail(reason: str) -> TrialFailed:
@@ -238,9 +237,8 @@ def make_objective(
         try:
             while True:
                 code = child.poll()
-                new, offset = read_new_lines(run_dir / "epochs.jsonl", offset)
-                for raw_line in (ln for ln in new if pts.point_index(ln) > 0):
-                    line = pts.normalize(raw_line, cfg.data.train_size)
+                new, offset = read_new_points(run_dir / "epochs.jsonl", offset)
+                for line in (ln for ln in new if ln.point > 0):
                     try:
                         pts.check_point(line, attrs.get("eval_fingerprint"), attrs.get("select_fingerprint"))
                         point = pts.to_study_order(line, eval_ids)
@@ -249,10 +247,9 @@ def make_objective(
                         raise fail(str(err)) from None
                     points.append(point)
                     value, k = pts.objective_value(point), len(points)
-                    step = int(point["train_examples"]) if at else int(round(float(point["epoch"])))
+                    step = point.train_examples if at else int(round(point.epoch))
                     if wilcoxon:  # one step per problem and point, so the test pairs the same problems
-                        sel = point.get("select") or {}
-                        correct = sel.get("correct") or point["correct"]
+                        correct = pts.pruning_vector(point)
                         for i, c in enumerate(correct):
                             trial.report(float(c), step=(k - 1) * len(correct) + i)
                     else:
@@ -264,7 +261,7 @@ def make_objective(
                     eta = (time.time() - t0) / k * max(expected - k, 0)
                     console.print(
                         f"{label} point {k}/{expected} ({'examples' if at else 'epoch'} {step}) "
-                        f"value {value:.3f} report acc {point['accuracy']:.3f} eta {fmt_s(eta)}"
+                        f"value {value:.3f} report acc {point.accuracy:.3f} eta {fmt_s(eta)}"
                     )
                     if k < expected and trial.should_prune():
                         stop(child)
