@@ -291,6 +291,56 @@ def test_pruner_stops_the_child_after_a_bad_epoch(tmp_path, monkeypatch, pruner)
     ] == 10
 
 
+WRITER_RUN = """
+import json, sys
+sys.path.insert(0, sys.argv[3])
+from mathgpt.evaluate import EvalResult
+from mathgpt.scored import Scored, point_line
+from tests.records import KNOBS
+
+def recs(prefix, n, ok):
+    return [{"id": f"{prefix}{i}", "eval_set": "synthetic:test", "correct": ok, "answered": True,
+             "status": "correct" if ok else "wrong", "strict_correct": ok, "truncated": False} for i in range(n)]
+
+report, select = recs("", 20, True), recs("s", 12, False)  # right on the report slice, wrong on selection
+scored = Scored(report, select, EvalResult(report + select, 0.0, (0.0, 1.0), 0, 0.0, 0.1, {}))
+info = {"train_examples": 10, "optimizer_steps": 1, "train_tokens": 10, "loss": 1.0}
+fps = {"eval": sys.argv[4], "select": "fp-sel"}
+line = point_line(1, scored, info, n_train=10, fingerprints=fps, train_wall_s=0.1, knobs=KNOBS)
+with open(sys.argv[2] + "/epochs.jsonl", "a") as f:
+    f.write(json.dumps(line.dump()) + "\\n")
+"""
+
+
+def test_wilcoxon_prunes_on_the_selection_slice_never_the_report_slice(tmp_path, monkeypatch):
+    """The line comes from the real writer; its report slice is all right, its selection slice all wrong."""
+    script = tmp_path / "writer_run.py"
+    script.write_text(WRITER_RUN)
+
+    def fake_start(raw: dict, run_dir: Path) -> subprocess.Popen:
+        run_dir.mkdir(parents=True)
+        cmd = [sys.executable, str(script), "-", str(run_dir), str(ROOT), FP20]
+        return subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    monkeypatch.setattr(sw.trial, "start_run", fake_start)
+    params = {"size": {"key": "data.train_size", "type": "categorical", "choices": [10]}}
+    sweep = sw.SweepConfig(
+        study="w", base_config="b", timeout_s=60, pruner={"type": "wilcoxon"}, sampler={"type": "grid"},
+        params=params,
+    )  # fmt: skip
+    study = optuna.create_study(direction="maximize", pruner=sw.make_pruner(sweep.pruner))
+    study.set_user_attr("eval_problems", [{"id": str(i)} for i in range(20)])
+    study.set_user_attr("eval_fingerprint", FP20)
+    study.set_user_attr("bases", {"/m": records.point([0] * 20, point=0, dir="base")})
+    best = dict.fromkeys(range(12), 1.0)
+    study.add_trial(optuna.trial.create_trial(value=1.0, intermediate_values=best))
+    base_raw = tiny_run_config(Path("/m"), train={"epochs": 2})
+    study.optimize(sw.make_objective(sweep, base_raw, tmp_path, "w", "h"), n_trials=1)
+    trial = study.trials[-1]
+    assert trial.intermediate_values == dict.fromkeys(range(12), 0.0), "pruned on the report slice"
+    assert trial.state == TrialState.PRUNED
+
+
 # ----------------------------------------------------------------------------------- end to end (slow)
 
 
