@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mathgpt.example import DataError, Example
+from mathgpt.jsonl import parse_jsonl
 from mathgpt.record import ids_fingerprint
 
 # `load("synthetic:train")` draws a fixed pool with seed 0; a run takes its nested subset of this pool, so
@@ -252,14 +253,7 @@ def _read_file(path: Path) -> list[dict]:
             if not isinstance(rows, list):
                 raise DataError(f"{path}: expected a JSON array of rows")
             return rows
-    rows = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise DataError(f"{path}: line {n} is not valid JSON") from None
-    return rows
+    return parse_jsonl(text, path)
 
 
 def _local_files(spec: _Dataset, data_dir: Path) -> list[Path]:

@@ -154,8 +154,18 @@ class BasePoint(Point):
 
 
 def trial_points(trial: Any) -> list[Point]:
-    """A study trial's stored points (docs/CONTRACTS.md ``points``), as records."""
+    """A study trial's points as its run wrote them (docs/CONTRACTS.md ``points``), as records."""
     return [Point.model_validate(p) for p in trial.user_attrs.get("points") or []]
+
+
+def study_points(study: Any) -> dict[int, list[Point]]:
+    """Every trial's points by trial number, re-scored ones (``mathgpt regrade``: ``regraded_points``) first."""
+    regraded = study.user_attrs.get("regraded_points") or {}
+    out = {}
+    for t in study.get_trials(deepcopy=False):
+        again = regraded.get(str(t.number))
+        out[t.number] = [Point.model_validate(p) for p in again] if again is not None else trial_points(t)
+    return out
 
 
 def study_bases(study: Any) -> dict[str, BasePoint]:

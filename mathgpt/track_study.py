@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 
 from mathgpt import track
-from mathgpt.record import KNOB_COLUMNS, MATRIX_COLUMNS, study_bases, trial_points
+from mathgpt.record import KNOB_COLUMNS, MATRIX_COLUMNS, study_bases, study_points
 
 # W&B refuses tables above 200,000 rows (wandb.Table.MAX_ARTIFACT_ROWS); problems.csv in the report
 # artifact always has the full matrix.
@@ -61,8 +61,9 @@ def curve_rows(study: optuna.Study) -> list[list[Any]]:
     rows = []
     for model, b in study_bases(study).items():
         rows.append(["base", model, None, 0, 0.0, b.accuracy, *b.ci95, b.n_eval])
+    stored = study_points(study)
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        for p in trial_points(t):
+        for p in stored[t.number]:
             if p.point == 0:
                 continue  # a trial's own base line is the base row above
             row = [str(t.number), p.knobs["model"], p.knobs["seed"], p.train_examples, p.epoch]
@@ -74,9 +75,9 @@ def trial_rows(study: optuna.Study) -> tuple[list[str], list[list[Any]]]:
     """The trials table: one row per trial, whatever its state, with its last point's accuracy and CI."""
     cols = ["trial", "state", "value", *KNOB_COLUMNS, "accuracy", "ci95_lo", "ci95_hi", "train_examples"]
     cols += ["train_tokens", "wall_s", "trial_dir", "fail_reason"]
-    rows = []
+    rows, stored = [], study_points(study)
     for t in study.get_trials(deepcopy=False):
-        u, pts = t.user_attrs, trial_points(t)
+        u, pts = t.user_attrs, stored[t.number]
         last = pts[-1] if pts else None
         knobs = last.knobs if last else {}
         row = [t.number, t.state.name, t.value, *(knobs.get(k) for k in KNOB_COLUMNS)]

@@ -177,7 +177,7 @@ def test_lost_trial_is_failed_and_requeued_once_with_its_grid_point():
         and "worker lost" in old.user_attrs["fail_reason"]
     )
     (retry,) = study.get_trials(states=(TrialState.WAITING,))
-    assert retry.params == {"size": size} and retry.user_attrs == {"retry_of": lost.number}
+    assert retry.params == {"size": size} and retry.user_attrs == {"retry_of": lost.number, "retry_depth": 1}
     assert retry.system_attrs["grid_id"] == old.system_attrs["grid_id"]
     assert study.trials[alive.number].state == TrialState.RUNNING
     # 3 grid points: one done, one running, the lost one's retry still to run.
@@ -198,14 +198,28 @@ def test_silent_trial_on_another_host_is_stale_only_after_grace():
     assert sw.is_stale(frozen, time.time() + 61, host="here", grace_s=60)
 
 
-def test_a_second_trial_on_the_same_grid_point_steps_aside():
+def test_a_lost_trial_at_the_retry_limit_stays_failed_and_counts():
     study, storage = grid_study()
-    study.ask()
-    second = study.ask()
-    second_id = sw.heartbeat.trial_id(storage, study, second.number)
-    storage.set_trial_system_attr(second_id, "grid_id", study.trials[0].system_attrs["grid_id"])
-    trials = study.get_trials()
-    assert not sw.grid_taken(trials[0], trials) and sw.grid_taken(trials[1], trials)
+    lost = study.ask({"size": optuna.distributions.CategoricalDistribution([16, 32, 64])})
+    lost.set_user_attr("retry_depth", sw.heartbeat.MAX_RETRY)
+    lost.set_user_attr("worker", {"host": "h", "pid": dead_pid()})
+    assert sw.retry_lost_trials(study, storage, host="h") == []
+    assert not study.get_trials(states=(TrialState.WAITING,)) and sw.counts_as_done(study.trials[0])
+
+
+def test_the_launcher_queues_each_grid_point_once(tmp_path):
+    sweep = sw.SweepConfig(
+        study="g", base_config="b", timeout_s=1, sampler={"type": "grid"}, seeds=[0, 1],
+        params={"size": {"key": "data.train_size", "type": "categorical", "choices": [16, 32]}},
+    )  # fmt: skip
+    points = sw.grid_points(sweep)
+    assert points == [{"size": 16, "seed": 0}, {"size": 16, "seed": 1}, {"size": 32, "seed": 0},
+                      {"size": 32, "seed": 1}]  # fmt: skip
+    study = optuna.create_study()
+    for _ in range(2):  # a rerun of the launcher queues nothing new
+        for params in points:
+            study.enqueue_trial(params, skip_if_exists=True)
+    assert len(study.get_trials(states=(TrialState.WAITING,))) == 4
 
 
 def test_open_study_without_a_journal_is_a_config_error(tmp_path):
@@ -283,7 +297,7 @@ def test_pruner_stops_the_child_after_a_bad_epoch(tmp_path, monkeypatch, pruner)
     base_raw = tiny_run_config(Path("/m"), train={"epochs": 3})
 
     t0 = time.time()
-    study.optimize(sw.make_objective(sweep, base_raw, tmp_path, "p", "h"), n_trials=1)
+    study.optimize(sw.Objective(sweep, base_raw, tmp_path, "p", "h"), n_trials=1)
     pruned = study.trials[-1]
     assert pruned.state == TrialState.PRUNED and time.time() - t0 < 3  # killed during its first 3 s sleep
     assert [p["point"] for p in pruned.user_attrs["points"]] == [1] and pruned.user_attrs[
@@ -335,10 +349,39 @@ def test_wilcoxon_prunes_on_the_selection_slice_never_the_report_slice(tmp_path,
     best = dict.fromkeys(range(12), 1.0)
     study.add_trial(optuna.trial.create_trial(value=1.0, intermediate_values=best))
     base_raw = tiny_run_config(Path("/m"), train={"epochs": 2})
-    study.optimize(sw.make_objective(sweep, base_raw, tmp_path, "w", "h"), n_trials=1)
+    study.optimize(sw.Objective(sweep, base_raw, tmp_path, "w", "h"), n_trials=1)
     trial = study.trials[-1]
     assert trial.intermediate_values == dict.fromkeys(range(12), 0.0), "pruned on the report slice"
     assert trial.state == TrialState.PRUNED
+
+
+def test_a_run_killed_by_sigkill_is_retried_a_bounded_number_of_times(tmp_path, monkeypatch):
+    """The OOM killer's SIGKILL, every time: two retries, each one deeper, then the grid point stays failed."""
+
+    def fake_start(raw: dict, run_dir: Path) -> subprocess.Popen:
+        run_dir.mkdir(parents=True)
+        (run_dir / "log.txt").write_text("training  40%|####      | 4/10 [00:02<00:03]\r")
+        return subprocess.Popen(
+            [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]
+        )
+
+    monkeypatch.setattr(sw.trial, "start_run", fake_start)
+    params = {"size": {"key": "data.train_size", "type": "categorical", "choices": [10]}}
+    sweep = sw.SweepConfig(study="k", base_config="b", timeout_s=60, sampler={"type": "grid"}, params=params)
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("bases", {"/m": records.point([0] * 20, point=0, dir="base")})
+    study.enqueue_trial({"size": 10, "seed": 0})
+    objective = sw.Objective(sweep, tiny_run_config(Path("/m"), train={"epochs": 1}), tmp_path, "k", "h")
+    study.optimize(objective, n_trials=3, catch=(sw.TrialFailed,))
+    trials = study.trials
+    assert [t.user_attrs.get("retry_depth", 0) for t in trials] == [0, 1, 2]
+    assert [t.user_attrs.get("retry_of") for t in trials] == [None, 0, 1]
+    assert all(t.state == TrialState.FAIL and t.params == {"size": 10, "seed": 0} for t in trials)
+    reasons = [t.user_attrs["fail_reason"] for t in trials]
+    assert reasons[:2] == [f"killed by SIGKILL (out of memory?); queued again (retry {n})" for n in (1, 2)]
+    assert reasons[2] == "killed by SIGKILL (out of memory?)"  # at the limit: not queued again
+    assert [sw.counts_as_done(t) for t in trials] == [False, False, True]
+    assert not study.get_trials(states=(TrialState.WAITING,))
 
 
 # ----------------------------------------------------------------------------------- end to end (slow)

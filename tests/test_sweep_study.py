@@ -17,6 +17,7 @@ import yaml
 from optuna.trial import TrialState
 
 import mathgpt.sweep as sw
+from mathgpt.checker import CHECKER_VERSION
 from mathgpt.config import ConfigError, parse_config
 from mathgpt.record import Point, ids_fingerprint
 from mathgpt.sweep.slices import SliceMismatch, check_point, to_study_order
@@ -30,6 +31,7 @@ FAKE_RUN = """
 import hashlib, json, sys, yaml
 sys.path.insert(0, sys.argv[3])
 from tests.records import point, select
+from mathgpt.checker import CHECKER_VERSION
 cfg = yaml.safe_load(open(sys.argv[1]))
 out, seed = sys.argv[2], cfg.get("seed", 0)
 ids = [f"p{j}" for j in range(10)]
@@ -45,7 +47,7 @@ def line(point_n, k):
     sel = select([1, 1, 0, 0], "sel", accuracy=0.5 + k / 100 + seed / 1000)
     knobs = {"model": cfg["model"]["name"], "seed": seed}
     return point(correct, knobs, point=point_n, epoch=k / 8, train_examples=k, ci95=[acc - 0.1, acc + 0.1],
-                 n_ungradable=1 if k == 8 else 0, ids=ids, fingerprint=fp, select=sel, checker_version="cv1")
+                 n_ungradable=1 if k == 8 else 0, ids=ids, fingerprint=fp, select=sel, checker_version=CHECKER_VERSION)
 
 with open(out + "/epochs.jsonl", "a") as f, open(out + "/predictions.jsonl", "a") as p:
     if cfg["eval"]["base"]:
@@ -107,7 +109,7 @@ def test_seeds_and_models_each_get_their_trials_scored_on_one_slice(tmp_path, fa
     assert attrs["eval_problems"][0] == {"id": "p0", "eval_set": "synthetic:test", "level": None,
                                          "subject": None, "steps": 2}  # fmt: skip
     assert attrs["eval_fingerprint"] == ids_fingerprint(ids) and attrs["select_fingerprint"] == "sel"
-    assert attrs["checker_version"] == "cv1" and attrs["general_ids"] == {}
+    assert attrs["checker_version"] == CHECKER_VERSION and attrs["general_ids"] == {}
     assert set(attrs["bases"]) == {"/fake/a", "/fake/b"}
     assert {Path(b["dir"]).name for b in attrs["bases"].values()} == {"base-a", "base-b"}
     assert all(b["train_examples"] == 0 and "ids" not in b for b in attrs["bases"].values())
@@ -138,7 +140,7 @@ def test_seeds_and_models_each_get_their_trials_scored_on_one_slice(tmp_path, fa
         ]
         assert t.intermediate_values == {4: 0.54 + t.params["seed"] / 1000, 8: 0.58 + t.params["seed"] / 1000}
         assert t.value == pytest.approx(0.58 + t.params["seed"] / 1000)  # the selection slice, last point
-        assert t.user_attrs["checker_version"] == "cv1"
+        assert t.user_attrs["checker_version"] == CHECKER_VERSION
         # What optuna-dashboard shows for a trial: the last point's report-slice accuracy and its interval.
         assert t.user_attrs["accuracy"] == points[-1]["accuracy"]
         assert t.user_attrs["ci95"] == points[-1]["ci95"] == pytest.approx([0.3, 0.5])

@@ -23,7 +23,7 @@ from mathgpt.record import (
     SETTING,
     Point,
     study_bases,
-    trial_points,
+    study_points,
 )
 from mathgpt.stats import wilson_ci
 
@@ -122,11 +122,12 @@ def load_study(study: optuna.Study) -> StudyData:
         )
     states: dict[str, int] = {}
     fails: dict[int, str] = {}
+    stored = study_points(study)
     for t in study.get_trials(deepcopy=False):
         states[t.state.name] = states.get(t.state.name, 0) + 1
         if t.user_attrs.get("fail_reason"):
             fails[t.number] = str(t.user_attrs["fail_reason"])
-        for line in trial_points(t):
+        for line in stored[t.number]:
             if not line.train_examples:
                 continue  # a trial's own base point: the study's per-model base is the one zero point
             row = _point_row(line) | line.knobs | {"trial": t.number, "state": t.state.name}

@@ -9,10 +9,10 @@ study's) is refused with one line.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from mathgpt.jsonl import read_jsonl
 from mathgpt.record import PER_PROBLEM, Point, ids_fingerprint
 
 
@@ -82,13 +82,8 @@ def eval_problems(run_dir: Path, base_line: Point) -> list[dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     path = run_dir / "predictions.jsonl"
     if path.is_file():
-        with path.open() as f:
-            for raw in f:
-                if not raw.strip():
-                    continue
-                rec = json.loads(raw)
-                if rec["point"] != 0 or rec["slice"] != "report":
-                    continue
+        for rec in read_jsonl(path):
+            if rec["point"] == 0 and rec["slice"] == "report":
                 found.setdefault(str(rec.get("id")), rec)
     keys = ("eval_set", "level", "subject", "steps")
     return [{"id": i, **{k: (found.get(i) or {}).get(k) for k in keys}} for i in ids]
