@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mathgpt.record import KNOB_COLUMNS
 from mathgpt.report import analysis as an
 from mathgpt.report.load import StudyData
 from mathgpt.stats import mcnemar_test
@@ -232,13 +233,7 @@ def points_table(data: StudyData) -> pd.DataFrame:
                 "point",
                 "train_examples",
                 "epoch",
-                "train_size",
-                "epochs",
-                "lora_r",
-                "lora_alpha",
-                "learning_rate",
-                "batch_size",
-                "mix_fraction",
+                *(c for c in KNOB_COLUMNS if c not in ("model", "seed")),
                 "optimizer_steps",
                 "train_tokens",
                 "loss",
