@@ -37,6 +37,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob("epochs", "train.epochs", "train.epochs"),
     Knob("lora_r", "lora.r", "lora.r", setting=True),
     Knob("lora_alpha", "lora.alpha", "lora.lora_alpha"),
+    Knob("lora_dropout", "lora.dropout", "lora.dropout", setting=True),
     Knob("learning_rate", "train.learning_rate", "train.learning_rate", setting=True),
     Knob("batch_size", "train.batch_size", "train.batch_size", setting=True),
     Knob("mix_fraction", "data.mix.fraction", "data.mix.fraction", setting=True, default=0.0),
