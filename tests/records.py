@@ -11,6 +11,7 @@ KNOBS = {
     "epochs": 1,
     "lora_r": 8,
     "lora_alpha": 16.0,
+    "lora_dropout": 0.0,
     "learning_rate": 1e-3,
     "batch_size": 8,
     "mix_fraction": 0.0,

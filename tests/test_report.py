@@ -111,8 +111,10 @@ def add(
     fp: str = FP,
     trial_dir: str | None = None,
     checker: str = "3",
+    dropout: float = 0.0,
 ) -> None:
     knobs = {"seed": seed, "model": model, "train_size": size, "lora_r": 8, "lora_alpha": 16.0}
+    knobs["lora_dropout"] = dropout
     pt = point(size, correct, select, general, **knobs, learning_rate=lr)
     pt |= {"fingerprint": fp, "checker_version": checker}
     study.add_trial(
@@ -330,6 +332,18 @@ def test_knob_effects_are_paired_differences() -> None:
     # lr 2e-3 vs 1e-3: (fixed - 5) - fixed problems, same broken count -> -5/N at every size.
     assert lr["diff"].tolist() == pytest.approx([-5 / N] * 3)
     assert set(eff["knob"]) == {"learning_rate"}  # rank, batch, mix, epoch do not vary: no panel
+
+
+def test_a_knob_from_the_table_reaches_the_matrix_and_the_knob_effects() -> None:
+    """LoRA dropout: one row in record.KNOBS; a point carries it, the report pairs it like any other knob."""
+    study = make_study(seeds=(0,))
+    for size, (fixed, broken) in LAW.items():
+        add(study, size, 0, 2e-3, vector(fixed + 10, broken, 0), 0.5, dropout=0.1)
+    data = load_study(study)
+    assert sorted(data.matrix["lora_dropout"].dropna().unique()) == [0.0, 0.1]
+    eff = ef.knob_effects(data)
+    drop = eff[eff["knob"] == "lora_dropout"].set_index("train_examples")
+    assert drop["value"].tolist() == [0.1] * 3 and drop["pairs"].tolist() == [1] * 3
 
 
 def test_examples_needed_recovers_a_logistic_law() -> None:
