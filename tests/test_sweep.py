@@ -59,7 +59,7 @@ def write_sweep(tmp_path: Path, model_dir: Path | str, run: dict | None = None, 
 @pytest.mark.parametrize(
     "fields, message",
     [
-        ({"sampler": {"type": "grid", "seeds": 1}}, "'sampler.seeds': unknown key"),
+        ({"sampler": {"type": "grid", "seeds": 1}}, "unknown key 'sampler.seeds'"),
         (
             {"params": {"lr": {"key": "train.learning_rate", "type": "log_float", "low": 0, "high": 1e-3}}},
             "0 < low",
@@ -278,7 +278,7 @@ def test_pruner_stops_the_child_after_a_bad_epoch(tmp_path, monkeypatch, pruner)
         cmd = [sys.executable, str(script), str(run_dir / "cfg.yaml"), str(run_dir), str(ROOT), FP20]
         return subprocess.Popen(cmd)
 
-    monkeypatch.setattr(sw.trial, "start_run", fake_start)
+    monkeypatch.setattr(sw.trial, "spawn_run", fake_start)
     params = {"size": {"key": "data.train_size", "type": "categorical", "choices": [10]}}
     spec = {"type": pruner, "n_startup_trials": 1}
     sweep = sw.SweepConfig(
@@ -333,7 +333,7 @@ def test_wilcoxon_prunes_on_the_selection_slice_never_the_report_slice(tmp_path,
         cmd = [sys.executable, str(script), "-", str(run_dir), str(ROOT), FP20]
         return subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
-    monkeypatch.setattr(sw.trial, "start_run", fake_start)
+    monkeypatch.setattr(sw.trial, "spawn_run", fake_start)
     params = {"size": {"key": "data.train_size", "type": "categorical", "choices": [10]}}
     sweep = sw.SweepConfig(
         study="w", base_config="b", timeout_s=60, pruner={"type": "wilcoxon"}, sampler={"type": "grid"},
@@ -362,7 +362,7 @@ def test_a_run_killed_by_sigkill_is_retried_a_bounded_number_of_times(tmp_path, 
             [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]
         )
 
-    monkeypatch.setattr(sw.trial, "start_run", fake_start)
+    monkeypatch.setattr(sw.trial, "spawn_run", fake_start)
     params = {"size": {"key": "data.train_size", "type": "categorical", "choices": [10]}}
     sweep = sw.SweepConfig(study="k", base_config="b", timeout_s=60, sampler={"type": "grid"}, params=params)
     study = optuna.create_study(direction="maximize")

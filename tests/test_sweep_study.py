@@ -73,7 +73,7 @@ def fake_runs(tmp_path, monkeypatch):
         cmd = [sys.executable, str(script), str(run_dir / "cfg.yaml"), str(run_dir), str(ROOT)]
         return subprocess.Popen(cmd)
 
-    monkeypatch.setattr(sw.trial, "start_run", fake_start)
+    monkeypatch.setattr(sw.trial, "spawn_run", fake_start)
 
 
 def write_study(tmp_path: Path, seeds: list[int] | None = None, **fields) -> Path:
@@ -171,7 +171,7 @@ def test_rerun_keeps_the_bases_and_runs_nothing_twice(tmp_path, fake_runs):
             "evaluation slices",
         ),
         ({"report": {"delta": 1.5}}, "'report.delta'"),
-        ({"report": {"power": 0.8, "beta": 1}}, "'report.beta': unknown key"),
+        ({"report": {"power": 0.8, "beta": 1}}, "unknown key 'report.beta'"),
     ],
 )
 def test_bad_study_design_is_one_line(tmp_path, fields, message):

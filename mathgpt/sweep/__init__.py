@@ -49,14 +49,14 @@ from mathgpt.sweep.spec import (
     trial_config,
 )
 from mathgpt.sweep.tracking import console, fmt_s, summary_table
-from mathgpt.sweep.trial import Objective, TrialFailed, read_new_points, run_bases, start_run
+from mathgpt.sweep.trial import Objective, TrialFailed, read_new_points, run_bases, spawn_run
 from mathgpt.sweep.workers import run_workers
 
 __all__ = [
     "ParamSpec", "PrunerSpec", "ReportSpec", "SamplerSpec", "SweepConfig", "TrialFailed", "applied_overrides",
     "Objective", "counts_as_done", "fmt_params", "is_stale", "load_sweep", "make_pruner",
     "make_sampler", "open_study", "pid_alive", "rdb_url", "read_new_points", "remaining_trials", "requeue",
-    "resolve_storage", "retry_lost_trials", "run_name", "run_sweep", "start_run", "suggest", "trial_config",
+    "resolve_storage", "retry_lost_trials", "run_name", "run_sweep", "spawn_run", "suggest", "trial_config",
 ]  # fmt: skip
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import optuna
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from mathgpt.config import ConfigError, parse_config, read_yaml, set_dotted
+from mathgpt.config import ConfigError, Strict, parse_config, read_yaml, set_dotted, validation_line
 from mathgpt.record import KNOBS, knob_values
 
 SEED_PARAM = "seed"  # the seeds axis's param name and its run-config key
@@ -26,11 +26,7 @@ SLICE_KEYS = ("data.eval", "data.eval_seed", "data.eval_size", "data.select_size
               "eval.general_size", "data.data_dir")  # fmt: skip
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ParamSpec(_Strict):
+class ParamSpec(Strict):
     key: str  # dotted run-config key, e.g. data.train_size, train.epochs, lora.r, model.name
     type: Literal["categorical", "int", "log_int", "float", "log_float"]
     choices: list[int | float | str | bool] | None = None
@@ -50,12 +46,12 @@ class ParamSpec(_Strict):
         return self
 
 
-class SamplerSpec(_Strict):
+class SamplerSpec(Strict):
     type: Literal["tpe", "random", "grid"] = "tpe"
     seed: int = 0
 
 
-class PrunerSpec(_Strict):
+class PrunerSpec(Strict):
     type: Literal["none", "median", "hyperband", "wilcoxon"] = "none"
     # median: trials that finish before any pruning and the points a trial always gets.
     n_startup_trials: int = Field(3, ge=0)
@@ -67,7 +63,7 @@ class PrunerSpec(_Strict):
     p_threshold: float = Field(0.1, gt=0, lt=1)
 
 
-class ReportSpec(_Strict):
+class ReportSpec(Strict):
     """What the answer asks for: the smallest gain (accuracy points as a fraction) worth claiming."""
 
     delta: float = Field(0.03, ge=0, lt=1)
@@ -75,7 +71,7 @@ class ReportSpec(_Strict):
     power: float = Field(0.8, gt=0, lt=1)
 
 
-class SweepConfig(_Strict):
+class SweepConfig(Strict):
     study: str
     base_config: str  # a run config YAML, relative to the sweep file
     overrides: dict[str, Any] = Field(default_factory=dict)  # dotted keys applied to every trial
@@ -133,10 +129,7 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, dict[str, Any], dict[str,
     try:
         sweep = SweepConfig.model_validate(raw)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "<root>"
-        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-        raise ConfigError(f"{path}: '{where}': {msg}") from None
+        raise ConfigError(f"{path}: {validation_line(err)}") from None
     base_raw = read_yaml((path.parent / sweep.base_config).resolve())
     for key, value in sweep.overrides.items():
         base_raw = set_dotted(base_raw, key, value)

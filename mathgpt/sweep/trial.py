@@ -78,7 +78,7 @@ def child_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path}
 
 
-def start_run(raw: dict[str, Any], run_dir: Path) -> subprocess.Popen:
+def spawn_run(raw: dict[str, Any], run_dir: Path) -> subprocess.Popen:
     """Write the run's config and start `mathgpt run` on it, output to run_dir/log.txt."""
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = run_dir / "trial_config.yaml"
@@ -133,7 +133,7 @@ def run_bases(
         run_dir = base_dir(out_dir, model, models).resolve()
         console.print(f"[{name}] base model {model}: evaluating once for the study in {run_dir}")
         t0 = time.time()
-        child = start_run(raw, run_dir)
+        child = spawn_run(raw, run_dir)
         try:
             code = child.wait()
         finally:
@@ -259,7 +259,7 @@ class Objective:
             raise run.fail(f"no base run for model {cfg.model.name}")
         self._check_checker(run, CHECKER_VERSION, attrs.get("checker_version"))
         console.print(f"{run.label} started in {run_dir}")
-        child = start_run(raw, run_dir)
+        child = spawn_run(raw, run_dir)
         try:
             code = self._follow(run, child, run_dir / "epochs.jsonl", cfg.eval.at_examples, cfg.train.epochs)
         except KeyboardInterrupt:  # Ctrl-C: this trial did not finish, so the next run redoes it
