@@ -72,6 +72,7 @@ def evaluate(
             {
                 "id": ex.id,
                 "eval_set": set_name,
+                "grader": ex.grader,  # the checker convention it was graded by: regrade uses the same
                 "level": ex.level,
                 "subject": ex.subject,
                 "question": ex.question,

@@ -26,17 +26,12 @@ from mathgpt.storage import open_study
 _GRADED = ("extracted", "correct", "status", "reason", "strict_correct", "answered")
 
 
-def _dataset(record: dict) -> str:
-    """The checker convention of a record's eval set: MATH sets are LaTeX, every other set is a number."""
-    return "math" if str(record.get("eval_set", "")).startswith("math") else "gsm8k"
-
-
 def regrade_record(record: dict) -> dict:
     """The record with its grading fields from the current checker; the stored ones under ``before``."""
-    for key in ("gold", "output", "status"):
+    for key in ("gold", "output", "grader", "status"):
         if key not in record:
             raise DataError(f"prediction record {record.get('id', '?')} has no {key!r} field")
-    flexible, strict = grade_both(record["gold"], record["output"], _dataset(record))
+    flexible, strict = grade_both(record["gold"], record["output"], record["grader"])
     return {
         **record,
         "extracted": flexible.extracted,

@@ -132,7 +132,14 @@ def _write_run(run: Path, *, old_format: bool = False) -> list[dict]:
     records = []
     for i, (eval_set, gold, output) in enumerate(OUTPUTS):
         dataset = "math" if eval_set == "math500" else "gsm8k"
-        record = {"model": "base", "point": 0, "epoch": 0, "id": f"p{i}", "eval_set": eval_set}
+        record = {
+            "model": "base",
+            "point": 0,
+            "epoch": 0,
+            "id": f"p{i}",
+            "eval_set": eval_set,
+            "grader": dataset,
+        }
         record |= {"gold": gold, "output": output}
         fields = verdict_fields(grade(gold, output, dataset), grade(gold, output, dataset, mode="strict"))
         record |= {"extracted": fields["extracted"], "correct": fields["correct"]} if old_format else fields

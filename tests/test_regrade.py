@@ -34,7 +34,7 @@ def write_run(run: Path, model: str, points: list[int]) -> None:
     run.mkdir(parents=True)
     rows = [
         {"model": model, "point": n, "epoch": float(n), "train_examples": 8 * n, "slice": "report", "id": i,
-         "eval_set": "synthetic:test", "gold": "4", "output": OUTPUTS[i], "extracted": None, "correct": False,
+         "eval_set": "synthetic:test", "grader": "gsm8k", "gold": "4", "output": OUTPUTS[i], "extracted": None, "correct": False,
          "status": "no_answer", "reason": "old", "strict_correct": False, "answered": False, "truncated": False}
         for n in points for i in IDS
     ]  # fmt: skip
