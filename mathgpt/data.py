@@ -11,8 +11,6 @@ Both paths go through the same converters, so a local copy and the Hub give the 
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import re
 from collections import Counter, defaultdict
@@ -22,8 +20,8 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from mathgpt.datafiles import TABLE_SUFFIXES, hub_rows, read_table, resolve_data_dir
 from mathgpt.example import DataError, Example
-from mathgpt.jsonl import parse_jsonl
 from mathgpt.record import ids_fingerprint
 
 # `load("synthetic:train")` draws a fixed pool with seed 0; a run takes its nested subset of this pool, so
@@ -209,7 +207,6 @@ DATASETS = {
     # A folder of .json/.jsonl/.parquet files (e.g. the Hub's MathInstruct.json), read in name order.
     "mathinstruct": _Dataset("mathinstruct", "TIGER-Lab/MathInstruct", (None,), ("train",), _mathinstruct),
 }
-TABLE_SUFFIXES = (".json", ".jsonl", ".parquet")
 NAMES = [
     *DATASETS,
     "synthetic",
@@ -220,42 +217,6 @@ NAMES = [
 ]
 
 
-def resolve_data_dir(data_dir: str | Path | None = None) -> Path | None:
-    """The argument, else $MATHGPT_DATA_DIR, else None (the Hub)."""
-    chosen = data_dir if data_dir not in (None, "") else os.environ.get("MATHGPT_DATA_DIR") or None
-    if chosen is None:
-        return None
-    path = Path(chosen).expanduser()
-    if not path.is_dir():
-        origin = "data_dir" if data_dir else "MATHGPT_DATA_DIR"
-        raise DataError(f"data dir {path} (from {origin}) is not a folder")
-    return path
-
-
-def _read_file(path: Path) -> list[dict]:
-    if path.suffix == ".parquet":
-        import pandas as pd
-
-        try:
-            return pd.read_parquet(path).to_dict("records")
-        except Exception as err:  # pyarrow raises several types for a bad file; all mean "unreadable"
-            raise DataError(f"{path}: not a readable parquet file ({type(err).__name__})") from None
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text") from None
-    if path.suffix == ".json":
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError:
-            rows = None  # some .json files are really JSON lines
-        if rows is not None:
-            if not isinstance(rows, list):
-                raise DataError(f"{path}: expected a JSON array of rows")
-            return rows
-    return parse_jsonl(text, path)
-
-
 def _local_files(spec: _Dataset, data_dir: Path) -> list[Path]:
     path = data_dir / spec.local
     if path.is_file():
@@ -263,22 +224,6 @@ def _local_files(spec: _Dataset, data_dir: Path) -> list[Path]:
     if path.is_dir():
         return sorted(p for p in path.iterdir() if p.is_file() and p.suffix in TABLE_SUFFIXES)
     return []
-
-
-def _read_hub(name: str, spec: _Dataset) -> list[dict]:
-    try:
-        import datasets
-
-        rows: list[dict] = []
-        for config in spec.configs:
-            for split in spec.splits:
-                rows.extend(datasets.load_dataset(spec.hub, config, split=split).to_list())
-        return rows
-    except Exception as err:  # no network, offline mode, a moved repo: all mean "not available here"
-        raise DataError(
-            f"{name}: no local file and the Hub dataset {spec.hub} could not be loaded "
-            f"({type(err).__name__}); set MATHGPT_DATA_DIR (or data.data_dir) to a folder like shared/data"
-        ) from None
 
 
 Loaded = tuple[list[Example], str, list[str]]  # examples, where they came from, the native field names
@@ -303,9 +248,15 @@ def _load(name: str, data_dir: str | Path | None, sources: list[str] | None) -> 
     spec = DATASETS[name]
     root = resolve_data_dir(data_dir)
     files = _local_files(spec, root) if root is not None else []
-    parts: list[tuple[list[dict], str]] = [(_read_file(f), str(f)) for f in files]
+    parts: list[tuple[list[dict], str]] = [(read_table(f), str(f)) for f in files]
     if not parts:
-        parts = [(_read_hub(name, spec), spec.hub)]
+        rows = [
+            row
+            for config in spec.configs
+            for split in spec.splits
+            for row in hub_rows(spec.hub, split, config, name=name)
+        ]
+        parts = [(rows, spec.hub)]
     rows = [row for part, _ in parts for row in part]
     where = parts[0][1] if len(parts) == 1 else f"{root / spec.local}/*"
     native = list(rows[0]) if rows and isinstance(rows[0], dict) else []
@@ -352,18 +303,6 @@ def held_out_slice(examples: list[Example], n: int, seed: int) -> list[Example]:
         quota[k] += 1
     chosen = [i for k in keys for i in rng.sample(strata[k], quota[k])]
     return [examples[i] for i in sorted(chosen)]
-
-
-def nested_subset(examples: list[Example], n: int, seed: int) -> list[Example]:
-    """The first ``n`` rows of one seeded permutation: the n-row subset is a prefix of the 2n-row one.
-
-    A data-size curve then measures the amount of data, not which rows a fresh draw happened to pick.
-    """
-    if n < 0 or n > len(examples):
-        raise DataError(f"cannot take {n} training examples from a pool of {len(examples)}")
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    return [examples[i] for i in order[:n]]
 
 
 def fingerprint(examples: list[Example]) -> str:

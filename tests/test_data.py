@@ -17,6 +17,7 @@ from mathgpt import data
 from mathgpt.cli import main
 from mathgpt.config import EMBEDDED_MODEL, load_config
 from mathgpt.data import DataError, Example
+from mathgpt.datafiles import nested_subset
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "mathinstruct_sample.jsonl"
@@ -264,11 +265,11 @@ def test_held_out_slice_of_math500_keeps_the_level_mix(data_dir):
 def test_nested_subset_is_a_prefix_of_the_larger_one():
     rows = _rows(100)
     for n in (1, 8, 25, 50):
-        assert data.nested_subset(rows, n, seed=3) == data.nested_subset(rows, 2 * n, seed=3)[:n]
-    assert data.nested_subset(rows, 10, seed=3) != data.nested_subset(rows, 10, seed=4)
-    assert sorted(data.nested_subset(rows, 100, seed=3), key=lambda e: int(e.id[2:])) == rows
+        assert nested_subset(rows, n, seed=3) == nested_subset(rows, 2 * n, seed=3)[:n]
+    assert nested_subset(rows, 10, seed=3) != nested_subset(rows, 10, seed=4)
+    assert sorted(nested_subset(rows, 100, seed=3), key=lambda e: int(e.id[2:])) == rows
     with pytest.raises(DataError, match="cannot take 101 training examples from a pool of 100"):
-        data.nested_subset(rows, 101, seed=3)
+        nested_subset(rows, 101, seed=3)
 
 
 def test_fingerprint_depends_on_ids_not_order():
