@@ -72,7 +72,7 @@ def last_boxed(text: str) -> str | None:
     return None  # unbalanced braces
 
 
-def _number(x: Any, where: str, i: int) -> str:
+def _numeric_answer(x: Any, where: str, i: int) -> str:
     """A number as a gold answer: 51.0 -> "51", 2.5 -> "2.5"."""
     try:
         value = float(x)
@@ -124,7 +124,7 @@ def _svamp(rows: list[dict], where: str) -> list[Example]:
     for i, row in enumerate(rows):
         keys = ("ID", "Body", "Question", "Equation", "Answer")
         sid, body, question, equation, value = _need(row, keys, where, i)
-        answer = _number(value, where, i)
+        answer = _numeric_answer(value, where, i)
         # No worked solution exists; the equation is the one line of reasoning there is.
         solution = f"{str(equation).strip()} = {answer}\nThe answer is {answer}."
         text = f"{str(body).strip()} {str(question).strip()}"  # the usual Body + " " + Question
@@ -183,7 +183,7 @@ class _Dataset:
     convert: Callable[[list[dict], str], list[Example]]
 
 
-DATASETS = {
+SOURCES = {
     "gsm8k:train": _Dataset(
         "gsm8k/train.jsonl", "openai/gsm8k", ("main",), ("train",), partial(_gsm8k, split="train")
     ),
@@ -208,7 +208,7 @@ DATASETS = {
     "mathinstruct": _Dataset("mathinstruct", "TIGER-Lab/MathInstruct", (None,), ("train",), _mathinstruct),
 }
 NAMES = [
-    *DATASETS,
+    *SOURCES,
     "synthetic",
     "synthetic:train",
     "synthetic:test",
@@ -233,19 +233,19 @@ def _load(name: str, data_dir: str | Path | None, sources: list[str] | None) -> 
     base, _, split = name.partition(":")
     if base == "synthetic" and split in ("", "train", "test"):
         # Imported here, not at module level: synthetic pulls in sympy (~1 s), needed only by these names.
-        from mathgpt.synthetic import generate
+        from mathgpt.synthetic import make_problems
 
         split = split or "train"
         n = SYNTHETIC_POOL[split]
-        return generate(split, n, 0), f"mathgpt.synthetic (split {split}, {n} rows, seed 0)", []
+        return make_problems(split, n, 0), f"mathgpt.synthetic (split {split}, {n} rows, seed 0)", []
     if base == "general" and split:
         # A general instruction set as a whole training pool (a general-only adapter to merge with a math one).
         from mathgpt.general import load_instructions
 
         return load_instructions(split, data_dir), f"general instruction set {split}", []
-    if name not in DATASETS:
+    if name not in SOURCES:
         raise DataError(f"unknown dataset '{name}'; known: {', '.join(NAMES)}")
-    spec = DATASETS[name]
+    spec = SOURCES[name]
     root = resolve_data_dir(data_dir)
     files = _local_files(spec, root) if root is not None else []
     parts: list[tuple[list[dict], str]] = [(read_table(f), str(f)) for f in files]

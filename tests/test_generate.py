@@ -84,7 +84,7 @@ def test_bad_mode_is_refused(tiny_model_dir):
 
 def test_evaluate_reports_generation_stats(tiny_model_dir):
     from mathgpt.evaluate import EvalSet, evaluate
-    from mathgpt.synthetic import generate as synthetic
+    from mathgpt.synthetic import make_problems as synthetic
 
     tok = load_tokenizer(str(tiny_model_dir))
     res = evaluate(

@@ -97,13 +97,13 @@ def test_slices_use_eval_seed_only_and_are_disjoint(tiny_model_dir):
 def test_training_changes_only_lora_weights_and_lowers_loss(tiny_model_dir, tmp_path):
     from mathgpt.config import LoraSettings, ModelConfig, TrainConfig
     from mathgpt.model import add_lora, load_model, load_tokenizer
-    from mathgpt.synthetic import generate
+    from mathgpt.synthetic import make_problems
     from mathgpt.train import train, training_args
 
     tok = load_tokenizer(str(tiny_model_dir))
     model = add_lora(load_model(ModelConfig(name=str(tiny_model_dir)), "cpu"), LoraSettings(r=4))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    rows = tokenize(generate("train", 16), tok, "plain", 256)
+    rows = tokenize(make_problems("train", 16), tok, "plain", 256)
     losses = []
     args = training_args(
         TrainConfig(epochs=3, learning_rate=5e-3, batch_size=4, lr_scheduler="constant", logging_steps=1),
@@ -149,12 +149,12 @@ def test_target_only_logits_give_the_full_loss(tiny_model_dir):
     """The loss computed from logits at target positions equals transformers' own loss on the full logits."""
     from mathgpt.config import LoraSettings, ModelConfig
     from mathgpt.model import add_lora, load_model, load_tokenizer
-    from mathgpt.synthetic import generate
+    from mathgpt.synthetic import make_problems
     from mathgpt.train import completion_loss
 
     tok = load_tokenizer(str(tiny_model_dir))
     model = load_model(ModelConfig(name=str(tiny_model_dir)), "cpu")
-    batch = LeftPadCollator(tok.pad_token_id)(tokenize(generate("train", 4), tok, "plain", 256))
+    batch = LeftPadCollator(tok.pad_token_id)(tokenize(make_problems("train", 4), tok, "plain", 256))
     n = (batch["labels"] != IGNORE).sum()
     reference = model(**batch).loss
     assert torch.allclose(completion_loss(model, dict(batch)) / n, reference, atol=1e-5)
