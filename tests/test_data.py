@@ -18,6 +18,7 @@ from mathgpt.cli import main
 from mathgpt.config import EMBEDDED_MODEL, load_config
 from mathgpt.data import DataError, Example
 from mathgpt.datafiles import nested_subset
+from tests.conftest import data_root, need_data
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "mathinstruct_sample.jsonl"
@@ -25,10 +26,7 @@ FIXTURE = REPO / "tests" / "fixtures" / "mathinstruct_sample.jsonl"
 
 @pytest.fixture(scope="module")
 def data_dir() -> Path:
-    path = Path(os.environ.get("MATHGPT_DATA_DIR") or REPO.parent / "shared" / "data")
-    if not (path / "gsm8k" / "test.jsonl").is_file():
-        pytest.skip(f"real data not found in {path} (set MATHGPT_DATA_DIR)")
-    return path
+    return need_data(data_root() / "gsm8k" / "test.jsonl").parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -143,8 +141,7 @@ def test_run_config_trains_on_local_gsm8k(data_dir, monkeypatch):
     cfg = load_config(REPO / "experiments" / "gsm8k_local.yaml")
     assert (cfg.data.train, cfg.data.eval, cfg.model.name) == ("gsm8k:train", ["gsm8k:test"], EMBEDDED_MODEL)
     monkeypatch.chdir(REPO)  # data_dir is relative to where `mathgpt run` starts
-    if not (REPO / cfg.data.data_dir).is_dir():
-        pytest.skip(f"{cfg.data.data_dir} is not next to the repo")
+    need_data(REPO / cfg.data.data_dir)
     train = data.load(cfg.data.train, cfg.data.data_dir)
     evals = data.load(cfg.data.eval[0], cfg.data.data_dir)
     assert (len(train), len(evals)) == (7473, 1319)
@@ -220,7 +217,6 @@ def test_program_of_thought_markers(source, pot):
 
 
 def test_synthetic_names_call_the_generator():
-    pytest.importorskip("mathgpt.synthetic")
     test = data.load("synthetic:test")
     assert len(test) == data.SYNTHETIC_POOL["test"] and {e.source for e in test} == {"synthetic"}
     assert data.load("synthetic")[:5] == data.load("synthetic:train")[:5]

@@ -12,14 +12,14 @@ from mathgpt.cli import main
 from mathgpt.config import MixConfig
 from mathgpt.data import DataError
 from mathgpt.datafiles import nested_subset
+from tests.conftest import need_data
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
 def data_dir() -> Path:
-    if not (SHARED / general.INSTRUCTION_SETS["self_instruct"]).is_file():
-        pytest.skip(f"self_instruct not found under {SHARED}")
+    need_data(SHARED / general.INSTRUCTION_SETS["self_instruct"])
     return SHARED
 
 

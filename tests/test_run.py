@@ -166,7 +166,9 @@ def test_epochs_zero_evaluates_the_base_only(tiny_model_dir, tmp_path, write_con
     cfg = write_config(tiny_run_config(tiny_model_dir, train={"epochs": 0}))
     assert main(["run", str(cfg), "--output-dir", str(tmp_path / "o")]) == 0
     metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
-    assert metrics["finetuned"] is None and metrics["base"]["accuracy"] >= 0
+    base = metrics["base"]
+    assert metrics["finetuned"] is None and [p["point"] for p in metrics["points"]] == [0]
+    assert base["accuracy"] == base["n_correct"] / metrics["n_eval"] == metrics["points"][0]["accuracy"]
     assert not (tmp_path / "o" / "adapter").exists()
 
 
@@ -254,7 +256,9 @@ def test_smollm2_reduced_default_run_end_to_end(tmp_path, write_config, monkeypa
     assert main(["run", str(write_config(raw)), "--output-dir", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_train"] == 32 and metrics["n_eval"] == 16
-    assert metrics["finetuned"]["accuracy"] >= 0 and metrics["train_tokens_per_s"] > 0
+    tuned = metrics["finetuned"]
+    assert tuned["accuracy"] == tuned["n_correct"] / 16 == metrics["points"][-1]["accuracy"]
+    assert metrics["train_tokens_per_s"] > 0
     assert list((out / "wandb").glob("offline-run-*"))  # offline W&B files to `wandb sync` later
 
 

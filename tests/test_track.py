@@ -45,7 +45,7 @@ def test_online_with_unreachable_server_falls_back_quickly(monkeypatch, capsys):
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # discard port: nothing listens
     t = time.perf_counter()
     assert resolve_mode("online") == "offline"
-    assert time.perf_counter() - t < 5
+    assert time.perf_counter() - t < 30  # the probe's 3 s timeout, not W&B's own minutes of retries
     assert "unreachable" in capsys.readouterr().err
 
 
