@@ -34,20 +34,6 @@ class EvalResult:
     strict_accuracy: float = 0.0
     checker_version: str = CHECKER_VERSION
 
-    @property
-    def correct(self) -> list[int]:
-        return [int(r["correct"]) for r in self.records]
-
-    @property
-    def ids(self) -> list[str]:
-        return [r["id"] for r in self.records]
-
-    def by_set(self) -> dict[str, dict]:
-        sets: dict[str, list[int]] = {}
-        for r in self.records:
-            sets.setdefault(r["eval_set"], []).append(int(r["correct"]))
-        return {k: {"accuracy": sum(v) / len(v), "n": len(v)} for k, v in sets.items()}
-
 
 def evaluate(
     model,

@@ -73,13 +73,6 @@ class GenStats:
         }
 
 
-def sum_stats(stats: list[GenStats]) -> GenStats:
-    """Several calls as one (e.g. the evaluation points of a run)."""
-    return GenStats(
-        sum(s.useful_tokens for s in stats), sum(s.slot_tokens for s in stats), sum(s.wall_s for s in stats)
-    )
-
-
 class _TokenProgress(StoppingCriteria):
     """Ticks a progress bar once per decoding step; never stops anything (EOS handling stays with generate)."""
 

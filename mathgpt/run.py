@@ -23,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import set_seed
 
 from mathgpt import contamination, data, general, multiple_choice
 from mathgpt.config import ConfigError, RunConfig, dump_config
 from mathgpt.evaluate import EvalSet, evaluate
-from mathgpt.model import add_lora, count_parameters, load_model, load_tokenizer, meta_model, resolve_device
+from mathgpt.model import add_lora, load_model, load_tokenizer, meta_model, resolve_device
 from mathgpt.record import Point, knob_values
 from mathgpt.scored import Scored, point_line, prediction_rows, sum_gen, summary
 from mathgpt.track import start_run
@@ -38,12 +39,6 @@ from mathgpt.train import tokenize, train, training_args
 # unmerged in one run, and in a second run (16 problems) the merged copy ran 2.4 s/step against 3.0 unmerged:
 # not settled by these noisy measurements (bench/bench_train.py --eval-merge); rerun on a quiet machine.
 COPY_MERGE_MAX_BYTES = 0
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 # --- data ------------------------------------------------------------------------------------------------------
@@ -215,7 +210,7 @@ def run_experiment(cfg: RunConfig, out_dir: Path) -> dict:
     """Run ``cfg`` and write its files to ``out_dir``; returns what metrics.json holds."""
     t0 = time.perf_counter()
     device = resolve_device(cfg.model)  # refuse CUDA-only settings before touching any file
-    seed_everything(cfg.seed)
+    set_seed(cfg.seed)  # Python, NumPy and torch (and CUDA) generators
     rd = load_data(cfg)
     check_steps(cfg, len(rd.train))
     tokenizer = load_tokenizer(cfg.model.name)  # a bad model name fails here, before any file is written
@@ -307,7 +302,7 @@ def _run(cfg: RunConfig, files: RunFiles, device: str, tokenizer, rd: RunData, t
         return out
 
     model = add_lora(model, cfg.lora)
-    trainable, total = count_parameters(model)
+    trainable, total = model.get_nb_trainable_parameters()
     rows = tokenize(rd.train, tokenizer, cfg.data.prompt_format, cfg.data.max_seq_len)
     state = {"eval_s": 0.0}
     t_train = time.perf_counter()
@@ -433,7 +428,7 @@ def dry_run(cfg: RunConfig) -> str:
     c = model.config
     total = sum(p.numel() for p in model.parameters())
     peft_model = add_lora(model, cfg.lora)
-    trainable, _ = count_parameters(peft_model)
+    trainable, _ = peft_model.get_nb_trainable_parameters()
     mem = estimate_peak_memory_gib(cfg, total, trainable, c.hidden_size, c.num_hidden_layers, c.vocab_size)
     lines = [
         f"model          {cfg.model.name} ({c.model_type}, {c.num_hidden_layers} layers, hidden {c.hidden_size})",

@@ -69,7 +69,6 @@ class NullTracker:
     """Same methods as the W&B tracker, doing nothing (tests, ``tracking.mode: disabled``)."""
 
     mode = "disabled"
-    dir: Path | None = None
 
     def log(self, metrics: dict[str, Any]) -> None: ...
     def log_train(self, step: int, examples_seen: int, metrics: dict[str, Any]) -> None: ...
@@ -83,7 +82,6 @@ class NullTracker:
 class WandbTracker:
     def __init__(self, run, mode: str):
         self.run, self.mode = run, mode
-        self.dir = Path(run.dir) if getattr(run, "dir", None) else None
         for m in STEP_METRICS:
             run.define_metric(m)
         run.define_metric("train/*", step_metric=TRAIN_STEP)
