@@ -15,13 +15,13 @@ from mathgpt.track import (
     STEP_METRICS,
     NullTracker,
     eval_metrics,
-    read_offline_run,
     resolve_mode,
     start_run,
     study_run_id,
 )
 from tests import records
 from tests.conftest import tiny_run_config
+from tests.wandb_offline import read_offline_run
 
 
 def test_default_mode_is_offline(monkeypatch):

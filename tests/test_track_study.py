@@ -9,9 +9,10 @@ import optuna
 import pandas as pd
 import pytest
 
-from mathgpt.track import read_offline_run, study_run_id
+from mathgpt.track import study_run_id
 from mathgpt.track_study import MATRIX_COLUMNS, build_wandb_report, curve_rows, log_study, report_blocks
 from tests import records
+from tests.wandb_offline import read_offline_run
 
 
 def make_study(tmp_path: Path, name: str = "demo") -> optuna.Study:

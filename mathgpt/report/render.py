@@ -57,11 +57,6 @@ def write_report(
     n_boot: int = an.N_BOOT,
 ) -> Path:
     """Write report.md, report.html, the figures, problems.csv, trials.csv and answer.csv for a study."""
-    if not isinstance(study, optuna.Study):  # the pre-split API took a study name and a storage
-        raise TypeError(
-            f"write_report takes an optuna.Study, not {type(study).__name__}: open it with "
-            "mathgpt.storage.open_study(name, storage, runs_dir)"
-        )
     data = load_study(study)
     out = Path(out_dir) if out_dir is not None else Path("analysis") / data.name
     out.mkdir(parents=True, exist_ok=True)
