@@ -51,6 +51,7 @@ class RunData:
     train: list[data.Example]
     report: list[EvalSet]
     select: list[EvalSet]  # empty when data.select_size is 0
+    choices: dict[str, tuple[general.ChoiceItem, ...]]  # the eval.general slices by set name
     dropped: int = 0  # training rows dropped as contaminated
     n_train_by_source: dict[str, int] = field(default_factory=dict)
 
@@ -91,9 +92,10 @@ def load_data(cfg: RunConfig) -> RunData:
     """Evaluation slices and the training subset (a nested prefix of the pool under ``seed``)."""
     report, select = eval_slices(cfg)
     d = cfg.data
-    multiple_choice.prepare_general(cfg)  # an unknown eval.general set fails here, before any file is written
+    e = cfg.eval  # the general sets are read now: an unknown set fails before any file is written
+    choices = multiple_choice.general_slices(e.general, e.general_size, d.eval_seed, d.data_dir)
     if d.train_size == 0 or cfg.train.epochs == 0:
-        return RunData([], report, select)
+        return RunData([], report, select, choices)
     pool = data.load(d.train, d.data_dir, sources=d.sources)
     dropped = 0
     if d.drop_contaminated:
@@ -102,7 +104,7 @@ def load_data(cfg: RunConfig) -> RunData:
         dropped = len(bad)
         pool = [ex for ex in pool if ex.id not in bad]
     rows = general.mix_train_set(pool, d.train_size, cfg.seed, d.mix, d.data_dir)
-    return RunData(rows, report, select, dropped, general.count_by_source(rows))
+    return RunData(rows, report, select, choices, dropped, general.count_by_source(rows))
 
 
 def check_steps(cfg: RunConfig, n_train: int) -> None:
@@ -262,64 +264,82 @@ def _log_point(
         tracker.log_table(f"predictions/{model_name}_point{line.point}", cols, rows)
 
 
-def _run(cfg: RunConfig, files: RunFiles, device: str, tokenizer, rd: RunData, tracker) -> dict:
-    model = load_model(cfg.model, device)
-    steps = {ex.id: ex.steps for s in rd.report + rd.select for ex in s.examples}
-    fingerprints = rd.fingerprints()
-    lines: list[Point] = []
-    knobs = knob_values(cfg)
+class PointRecorder:
+    """Evaluates and records each point of one run: both slices in one generate call, the general sets, then the
+    epochs.jsonl line, its predictions and its W&B rows. The time it spends is evaluation time, kept apart from
+    training time (``train_wall``). Called by ``train`` at each scheduled point (``on_point``)."""
 
-    def _general(m) -> dict:
-        """General-ability multiple choice (forgetting) at this point; {} when eval.general is empty."""
-        if not cfg.eval.general:
-            return {}
-        with preserved_rng():
-            return multiple_choice.evaluate_general(m, tokenizer, cfg, cfg.eval.batch_size)
+    def __init__(self, cfg: RunConfig, files: RunFiles, tracker, tokenizer, rd: RunData):
+        self.cfg, self.files, self.tracker, self.tokenizer, self.rd = cfg, files, tracker, tokenizer, rd
+        self.steps = {ex.id: ex.steps for s in rd.report + rd.select for ex in s.examples}
+        self.fingerprints = rd.fingerprints()
+        self.knobs = knob_values(cfg)
+        self.lines: list[Point] = []
+        self.eval_s = 0.0
+        self.t_train = time.perf_counter()
 
-    def record(scored: Scored, model_name: str, info: dict, train_wall: float, general_scores: dict) -> Point:
-        line = point_line(
-            len(lines) + (0 if cfg.eval.base else 1),
-            scored,
-            info,
-            n_train=len(rd.train),
-            fingerprints=fingerprints,
-            train_wall_s=train_wall,
-            knobs=knobs,
-            general=general_scores,
-        )
-        _log_point(tracker, files, line, scored, model_name, cfg.tracking.predictions_table_rows)
-        files.append("predictions.jsonl", prediction_rows(line, scored, model_name, steps))
-        lines.append(line)
-        return line
+    def train_wall(self) -> float:
+        return time.perf_counter() - self.t_train - self.eval_s
 
-    base = None
-    if cfg.eval.base:
-        info0 = {"train_examples": 0, "optimizer_steps": 0, "train_tokens": 0, "loss": None}
-        base = record(score(model, tokenizer, cfg, rd, "base model"), "base", info0, 0.0, _general(model))
-    out = {"base": summary(base), "finetuned": None, "n_eval": sum(len(s.examples) for s in rd.report)}
-    if not rd.train:
-        out.update(_totals(lines, 0, 0.0))
-        return out
+    def base(self, model) -> Point:
+        info = {"train_examples": 0, "optimizer_steps": 0, "train_tokens": 0, "loss": None}
+        scored = score(model, self.tokenizer, self.cfg, self.rd, "base model")
+        return self._record(scored, "base", info, 0.0, self._general(model))
 
-    model = add_lora(model, cfg.lora)
-    trainable, total = model.get_nb_trainable_parameters()
-    rows = tokenize(rd.train, tokenizer, cfg.data.prompt_format, cfg.data.max_seq_len)
-    state = {"eval_s": 0.0}
-    t_train = time.perf_counter()
-
-    def on_point(m, info: dict) -> None:
-        t = time.perf_counter()
-        train_wall = t - t_train - state["eval_s"]
-        m.eval()
-        scored = score(m, tokenizer, cfg, rd, f"{info['train_examples']} examples")
-        general_scores = _general(m)
-        state["eval_s"] += time.perf_counter() - t  # general scoring is evaluation time, not training time
-        line = record(scored, "finetuned", info, train_wall, general_scores)
+    def __call__(self, model, info: dict) -> None:
+        t, train_wall = time.perf_counter(), self.train_wall()
+        model.eval()
+        scored = score(model, self.tokenizer, self.cfg, self.rd, f"{info['train_examples']} examples")
+        general_scores = self._general(model)
+        self.eval_s += time.perf_counter() - t  # general scoring is evaluation time, not training time
+        line = self._record(scored, "finetuned", info, train_wall, general_scores)
         print(
             f"{line.train_examples} examples (epoch {line.epoch:.2f}, {line.optimizer_steps} steps): "
             f"accuracy {line.accuracy:.3f} [{line.ci95[0]:.3f}, {line.ci95[1]:.3f}]",
             flush=True,
         )
+
+    def _general(self, model) -> dict:
+        """General-ability multiple choice (forgetting) at this point; {} when eval.general is empty."""
+        if not self.rd.choices:
+            return {}
+        with preserved_rng():
+            return multiple_choice.evaluate_general(
+                model, self.tokenizer, self.rd.choices, self.cfg.eval.batch_size
+            )
+
+    def _record(self, scored: Scored, model_name: str, info: dict, train_wall: float, general: dict) -> Point:
+        line = point_line(
+            len(self.lines) + (0 if self.cfg.eval.base else 1),
+            scored,
+            info,
+            n_train=len(self.rd.train),
+            fingerprints=self.fingerprints,
+            train_wall_s=train_wall,
+            knobs=self.knobs,
+            general=general,
+        )
+        _log_point(
+            self.tracker, self.files, line, scored, model_name, self.cfg.tracking.predictions_table_rows
+        )
+        self.files.append("predictions.jsonl", prediction_rows(line, scored, model_name, self.steps))
+        self.lines.append(line)
+        return line
+
+
+def _run(cfg: RunConfig, files: RunFiles, device: str, tokenizer, rd: RunData, tracker) -> dict:
+    model = load_model(cfg.model, device)
+    points = PointRecorder(cfg, files, tracker, tokenizer, rd)
+    base = points.base(model) if cfg.eval.base else None
+    out = {"base": summary(base), "finetuned": None, "n_eval": sum(len(s.examples) for s in rd.report)}
+    if not rd.train:
+        out.update(_totals(points.lines, 0, 0.0))
+        return out
+
+    model = add_lora(model, cfg.lora)
+    trainable, total = model.get_nb_trainable_parameters()
+    rows = tokenize(rd.train, tokenizer, cfg.data.prompt_format, cfg.data.max_seq_len)
+    points.t_train, points.eval_s = time.perf_counter(), 0.0  # training starts now
 
     def on_log(logs: dict, step: int, examples_seen: int) -> None:
         # the rows the trainer has run (HF's fractional epoch counts batches, not rows)
@@ -347,15 +367,16 @@ def _run(cfg: RunConfig, files: RunFiles, device: str, tokenizer, rd: RunData, t
         args,
         order=cfg.train.order,
         mixed_precision=cfg.train.mixed_precision,
-        on_point=on_point,
+        on_point=points,
         point_steps=point_steps,
         point_epochs=point_epochs,
         on_log=on_log,
     )
-    train_wall = time.perf_counter() - t_train - state["eval_s"]
+    train_wall = points.train_wall()
     model.save_pretrained(files.out / "adapter")
     if cfg.tracking.log_adapter:
         tracker.log_artifact(files.out / "adapter", name=f"{cfg.name}-adapter", type="lora-adapter")
+    lines = points.lines
     out["finetuned"] = summary(lines[-1])
     out.update(
         trainable_params=trainable,
