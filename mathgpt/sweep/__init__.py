@@ -7,8 +7,9 @@ command started on N machines joins one study; ``workers=N`` starts N local work
 What the study stores is the contract in docs/CONTRACTS.md ("Optuna study").
 
 Modules: ``spec`` (the sweep YAML), ``mathgpt.storage`` (where studies live), ``heartbeat`` (lost trials),
-``slices`` (the study's fixed slices and how points are checked against them), ``trial`` (the run subprocess and the objective), ``workers`` (local
-workers), ``tracking`` (console and W&B).
+``slices`` (the study's fixed slices and how points are checked against them), ``trial`` (the run subprocess
+and the objective), ``workers`` (local workers), ``console`` (what a sweep prints; its W&B run is
+``mathgpt.track_study``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from mathgpt.checker import CHECKER_VERSION
 from mathgpt.config import ConfigError, parse_config
 from mathgpt.stats import detectable_gain
 from mathgpt.storage import open_study, rdb_url, resolve_storage
+from mathgpt.sweep.console import console, fmt_s, summary_table
 from mathgpt.sweep.heartbeat import (
     counts_as_done,
     is_stale,
@@ -48,7 +50,6 @@ from mathgpt.sweep.spec import (
     suggest,
     trial_config,
 )
-from mathgpt.sweep.tracking import console, fmt_s, summary_table
 from mathgpt.sweep.trial import Objective, TrialFailed, read_new_points, run_bases, spawn_run
 from mathgpt.sweep.workers import run_workers
 

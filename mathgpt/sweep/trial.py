@@ -26,6 +26,7 @@ from mathgpt.checker import CHECKER_VERSION
 from mathgpt.config import ConfigError, parse_config
 from mathgpt.record import Point
 from mathgpt.sweep import slices as pts
+from mathgpt.sweep.console import console, fmt_s
 from mathgpt.sweep.heartbeat import HEARTBEAT_S, MAX_RETRY, can_retry, frozen, requeue
 from mathgpt.sweep.spec import (
     SweepConfig,
@@ -36,7 +37,6 @@ from mathgpt.sweep.spec import (
     suggest,
     trial_config,
 )
-from mathgpt.sweep.tracking import console, fmt_s
 
 POLL_S = 0.5  # how often epochs.jsonl is checked for a new line
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mathgpt.sweep.tracking import console
+from mathgpt.sweep.console import console
 from mathgpt.sweep.trial import child_env, die_with_parent
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
