@@ -217,6 +217,12 @@ def test_the_launcher_queues_each_grid_point_once(tmp_path):
         for params in points:
             study.enqueue_trial(params, skip_if_exists=True)
     assert len(study.get_trials(states=(TrialState.WAITING,))) == 4
+    study.enqueue_trial(points[0])  # what a second launcher racing the first can do
+    first, second = study.ask(), study.ask()
+    trials = study.get_trials(deepcopy=False)
+    assert not sw.heartbeat.queued_twice(trials[first.number], trials)
+    copy = [t for t in trials if t.system_attrs.get("fixed_params") == points[0]][-1]
+    assert sw.heartbeat.queued_twice(copy, trials) and second.number != copy.number
 
 
 def test_open_study_without_a_journal_is_a_config_error(tmp_path):

@@ -47,7 +47,24 @@ def is_stale(trial: FrozenTrial, now: float, host: str, grace_s: float = GRACE_S
 
 def counts_as_done(trial: FrozenTrial) -> bool:
     """Finished trials that count towards n_trials (a re-queued trial does not: its retry does)."""
-    return trial.state.is_finished() and not trial.user_attrs.get("requeued")
+    return (
+        trial.state.is_finished()
+        and not trial.user_attrs.get("requeued")
+        and not trial.user_attrs.get("duplicate")
+    )
+
+
+def queued_twice(me: FrozenTrial, trials: list[FrozenTrial]) -> bool:
+    """Whether an earlier trial holds ``me``'s queued grid point. The launcher queues each point once
+    (``enqueue_trial(skip_if_exists=True)``), but two launchers starting at the same moment on one RDB can both
+    queue it (Optuna documents that race); the later copy then steps aside instead of running it twice."""
+    params = me.system_attrs.get("fixed_params")
+    return params is not None and any(
+        t.number < me.number
+        and t.system_attrs.get("fixed_params") == params
+        and not t.user_attrs.get("requeued")
+        for t in trials
+    )
 
 
 def frozen(study: optuna.Study, number: int) -> FrozenTrial:

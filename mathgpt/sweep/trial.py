@@ -27,7 +27,7 @@ from mathgpt.config import ConfigError, parse_config
 from mathgpt.record import Point
 from mathgpt.sweep import slices as pts
 from mathgpt.sweep.console import console, fmt_s
-from mathgpt.sweep.heartbeat import HEARTBEAT_S, MAX_RETRY, can_retry, frozen, requeue
+from mathgpt.sweep.heartbeat import HEARTBEAT_S, MAX_RETRY, can_retry, frozen, queued_twice, requeue
 from mathgpt.sweep.spec import (
     SweepConfig,
     applied_overrides,
@@ -244,6 +244,12 @@ class Objective:
         trial.set_user_attr("worker", {"host": self.host, "pid": os.getpid()})
         trial.set_user_attr("heartbeat", run.t0)
         values = suggest(trial, self.sweep.all_params())
+        if queued_twice(frozen(trial.study, trial.number), trial.study.get_trials(deepcopy=False)):
+            trial.set_user_attr("duplicate", True)
+            trial.set_user_attr(
+                "fail_reason", "grid point queued twice (two launchers at once); the first runs it"
+            )
+            raise TrialFailed("duplicate grid point")
         raw = trial_config(self.base_raw, values, run_name(self.name, trial.number, trial.params), self.name)
         run_dir = (self.out_dir / f"trial_{trial.number}").resolve()
         trial.set_user_attr("trial_dir", str(run_dir))
