@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.console import Console
+from rich.table import Table
 from transformers import set_seed
 
 from mathgpt import contamination, data, general, multiple_choice
@@ -247,7 +249,7 @@ def run_experiment(cfg: RunConfig, out_dir: Path) -> dict:
         )
         files.write_json("metrics.json", metrics)
         tracker.summary({k: v for k, v in metrics.items() if isinstance(v, int | float)})
-        print(results_table(metrics))
+        Console(highlight=False, soft_wrap=True).print(results_table(metrics))
         return metrics
     finally:
         tracker.finish()
@@ -399,18 +401,20 @@ def _totals(lines: list[Point], train_tokens: int, train_wall: float) -> dict:
     }
 
 
-def results_table(m: dict) -> str:
+def results_table(m: dict) -> Table:
+    """The run's last lines on the console: base and fine-tuned accuracy with their intervals, and the run."""
+
     def cell(s: dict | None) -> str:
         return f"{s['accuracy']:.3f}  [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]" if s else "-"
 
-    lines = [
-        f"{'model':<12}{'accuracy  [95% CI]':<30}",
-        f"{'base':<12}{cell(m.get('base')):<30}",
-        f"{'fine-tuned':<12}{cell(m.get('finetuned')):<30}",
-        f"n_eval={m.get('n_eval')} n_train={m.get('n_train')} epochs={m.get('epochs')} "
-        f"batch={m.get('batch_size')} train tok/s={m.get('train_tokens_per_s')} wall={m.get('wall_s')}s",
-    ]
-    return "\n".join(lines)
+    caption = (
+        f"n_eval={m.get('n_eval')} n_train={m.get('n_train')} epochs={m.get('epochs')} batch={m.get('batch_size')} "
+        f"train tok/s={m.get('train_tokens_per_s')} wall={m.get('wall_s')}s"
+    )
+    table = Table("model", "accuracy  [95% CI]", box=None, caption=caption, caption_justify="left")
+    table.add_row("base", cell(m.get("base")))
+    table.add_row("fine-tuned", cell(m.get("finetuned")))
+    return table
 
 
 # --- dry run: size a config without weights ------------------------------------------------------------------
