@@ -198,13 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from mathgpt.config import ConfigError
     from mathgpt.data import DataError
+    from mathgpt.redact import redact
 
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         return args.fn(args)
     except (ConfigError, DataError, FileNotFoundError) as err:
-        print(f"mathgpt: error: {err}", file=sys.stderr)
+        print(f"mathgpt: error: {redact(str(err))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `mathgpt data show X | head`: the reader left, nothing to report
         sys.stderr.close()
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - docs/CONTRACTS.md: any other failure is one line, exit 1
         if os.environ.get("MATHGPT_TRACEBACK"):
             raise
-        first = str(err).splitlines()[0] if str(err).strip() else ""
+        first = redact(str(err).splitlines()[0]) if str(err).strip() else ""
         print(
             f"mathgpt: failed: {type(err).__name__}: {first} (MATHGPT_TRACEBACK=1 shows where)",
             file=sys.stderr,

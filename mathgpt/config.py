@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
+
+from mathgpt.redact import clip
 
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
+# Values a config may hold once its YAML aliases are expanded. A real config has a few hundred; nine lines of
+# nine aliases each (~300 bytes) expand to 9**9, which pydantic would copy and an error message would format.
+MAX_YAML_VALUES = 100_000
+
+
+# Counts refuse a YAML boolean (pydantic's lax int takes `true` as 1: `train.epochs: true` ran one epoch) and
+# a float or a string; a YAML integer is the only spelling of a count.
+Int = Annotated[int, Strict()]
 
 
 class ConfigError(ValueError):
@@ -40,7 +50,7 @@ class ModelConfig(Strict):
 
 
 class LoraSettings(Strict):
-    r: int = Field(16, ge=1, le=1024)
+    r: Int = Field(16, ge=1, le=1024)
     # null ties alpha to the rank (alpha = 2r), so a rank sweep keeps the effective scale alpha/r fixed.
     alpha: float | None = None
     # 0 by default: peft's dropout copies every adapted layer's input (measured 1.6x slower per step on CPU).
@@ -65,21 +75,21 @@ class DataConfig(Strict):
     data_dir: str | None = None
     train: str = "synthetic:train"
     # Size of the training subset: the n-example subset is a prefix of the 2n one under the same seed.
-    train_size: int = Field(512, ge=0)
+    train_size: Int = Field(512, ge=0)
     eval: list[str] = Field(default_factory=lambda: ["synthetic:test"], min_length=1)
     # Examples per evaluation set in the report slice (the one claims are made on): seeded, stratified.
-    eval_size: int = Field(150, ge=1)
+    eval_size: Int = Field(150, ge=1)
     # The evaluation slices' own seed, fixed across a study's trials; the training seed is the top-level
     # ``seed``. Every trial of a study is scored on the same problems whatever its training seed.
-    eval_seed: int = 0
+    eval_seed: Int = 0
     # Examples per evaluation set in the selection slice (what a sweep optimises and prunes on), disjoint
     # from the report slice; 0: none, and the sweep optimises the report slice (the report says so).
-    select_size: int = Field(0, ge=0)
+    select_size: Int = Field(0, ge=0)
     mix: MixConfig | None = None
     prompt_format: Literal["plain", "alpaca", "chat", "auto"] = (
         "plain"  # auto: chat if the model has a template
     )
-    max_seq_len: int = Field(512, ge=16)
+    max_seq_len: Int = Field(512, ge=16)
     drop_contaminated: bool = True
     # MathInstruct only: keep these sub-sources (null keeps every chain-of-thought source).
     sources: list[str] | None = None
@@ -87,18 +97,18 @@ class DataConfig(Strict):
 
 class TrainConfig(Strict):
     # 0 epochs evaluates the base model only (the sweep's zero-fine-tuning point).
-    epochs: int = Field(1, ge=0, le=100)
+    epochs: Int = Field(1, ge=0, le=100)
     learning_rate: float = Field(1e-3, gt=0, lt=1)
-    batch_size: int = Field(8, ge=1)
-    grad_accum: int = Field(1, ge=1)
+    batch_size: Int = Field(8, ge=1)
+    grad_accum: Int = Field(1, ge=1)
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
-    logging_steps: int = Field(4, ge=1)
+    logging_steps: Int = Field(4, ge=1)
     # Below this many optimizer steps per epoch a run is refused (never silently re-batched): two steps at lr
     # 1e-3 were seen to collapse the model. The batch size in config.yaml is the one that ran.
-    min_steps: int = Field(16, ge=1)
+    min_steps: Int = Field(16, ge=1)
     # "grouped": length-grouped random batches (fastest); "sequential": the nested-prefix order, unshuffled,
     # so the model after k examples is the model a k-example run would give (needed by eval.at_examples).
     order: Literal["grouped", "sequential"] = "grouped"
@@ -110,18 +120,18 @@ class TrainConfig(Strict):
 
 
 class EvalConfig(Strict):
-    max_new_tokens: int = Field(256, ge=1)
-    batch_size: int = Field(150, ge=1)
+    max_new_tokens: Int = Field(256, ge=1)
+    batch_size: Int = Field(150, ge=1)
     # Evaluate the un-tuned base model on the same problems (a sweep does it once per study instead).
     base: bool = True
     # Evaluate after every epoch, so a 3-epoch run yields its 1-, 2- and 3-epoch points.
     every_epoch: bool = True
     # Also evaluate after exactly k training examples inside one run (one epoch, constant lr, sequential
     # order): one run yields the whole data-size curve for a seed.
-    at_examples: list[int] | None = None
+    at_examples: list[Int] | None = None
     # General-ability multiple-choice sets scored by log-likelihood (forgetting), e.g. ["piqa", "hellaswag"].
     general: list[str] = Field(default_factory=list)
-    general_size: int = Field(200, ge=1)
+    general_size: Int = Field(200, ge=1)
 
 
 class TrackingConfig(Strict):
@@ -130,12 +140,12 @@ class TrackingConfig(Strict):
     mode: Literal["online", "offline", "disabled"] | None = None
     group: str | None = None
     log_adapter: bool = False
-    predictions_table_rows: int = Field(200, ge=0)
+    predictions_table_rows: Int = Field(200, ge=0)
 
 
 class RunConfig(Strict):
     name: str = "run"
-    seed: int = 0
+    seed: Int = 0
     model: ModelConfig = ModelConfig()
     lora: LoraSettings = LoraSettings()
     data: DataConfig = DataConfig()
@@ -183,7 +193,7 @@ def validation_line(err: ValidationError) -> str:
     if where == "<root>":  # a cross-field check: its message names the keys itself
         return first["msg"].removeprefix("Value error, ")
     value = first.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    shown = "" if isinstance(value, dict) else f" (got {clip(value)})"
     return f"'{where}': {first['msg']}{shown}"
 
 
@@ -211,12 +221,55 @@ def parse_config(raw: Any) -> RunConfig:
         raise ConfigError(validation_line(err)) from None
 
 
+def _expanded_size(node: yaml.Node, seen: dict[int, int | None], path: Path) -> int:
+    """How many values ``node`` stands for with every alias expanded; each node is counted once (memo)."""
+    key = id(node)
+    if key in seen:
+        size = seen[key]
+        if size is None:
+            raise ConfigError(f"{path}: a YAML alias refers to itself")
+        return size
+    seen[key] = None  # in progress: meeting it again below is a cycle
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    else:
+        children = []
+    size = 1
+    for child in children:
+        size += _expanded_size(child, seen, path)
+        if size > MAX_YAML_VALUES:
+            raise ConfigError(
+                f"{path}: expands to more than {MAX_YAML_VALUES} values through YAML aliases; write it out plainly"
+            )
+    seen[key] = size
+    return size
+
+
+def _load_bounded(text: str, path: Path) -> Any:
+    """``yaml.safe_load`` that refuses a document whose aliases expand past ``MAX_YAML_VALUES``.
+
+    The size is counted on the composed node graph (aliases are shared nodes there), before any Python value
+    is built, so the check costs one pass over the file's own nodes.
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, {}, path)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = _load_bounded(path.read_text(), path)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

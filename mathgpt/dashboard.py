@@ -3,7 +3,9 @@
 The study's storage is read where the sweep wrote it (the journal file under ``runs/<study>/`` or a
 PostgreSQL URL), so the page updates while a sweep runs. The server is optuna-dashboard's WSGI app under the
 standard library's threading WSGI server, quiet (no per-request lines), bound to loopback only: it has no
-authentication and its API can change trials.
+authentication and its API can change trials. Binding loopback is not enough against DNS rebinding (a page
+whose name resolves to 127.0.0.1 reaches the port with its own ``Host``), so every request must also name a
+loopback host and this server's port (``LoopbackHostOnly``); anything else gets 403 before the app sees it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import socketserver
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -21,6 +24,28 @@ from mathgpt.config import ConfigError
 from mathgpt.storage import open_study, resolve_storage
 
 HOST = "127.0.0.1"
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+
+
+class LoopbackHostOnly:
+    """WSGI middleware: pass a request on only when its ``Host`` is a loopback name with the server's port."""
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self.app = app
+        self.port = 0  # set once the server is bound (port=0 takes a free one)
+
+    def allowed(self, host: str) -> bool:
+        allowed = {f"{name}:{self.port}" for name in LOOPBACK_NAMES}
+        return host.strip().lower() in allowed
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if not self.allowed(environ.get("HTTP_HOST", "")):
+            body = b"forbidden: this dashboard answers only http://127.0.0.1 or localhost on its own port\n"
+            start_response(
+                "403 Forbidden", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
+            )
+            return [body]
+        return self.app(environ, start_response)
 
 
 class _Quiet(WSGIRequestHandler):
@@ -49,11 +74,12 @@ def make_dashboard(
 
     store = study_storage(study_name, storage, runs_dir)
     study_id = store.get_study_id_from_name(study_name)
-    app = wsgi(store)
+    app = LoopbackHostOnly(wsgi(store))
     try:
         server = make_server(HOST, port, app, server_class=_ThreadingServer, handler_class=_Quiet)
     except OSError as err:
         raise ConfigError(f"cannot listen on {HOST}:{port} ({err.strerror}); pass another --port") from None
+    app.port = server.server_port
     url = f"http://{HOST}:{server.server_port}/dashboard/studies/{study_id}"
     return server, url
 

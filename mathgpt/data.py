@@ -23,6 +23,7 @@ from typing import Any
 from mathgpt.datafiles import TABLE_SUFFIXES, hub_rows, read_table, resolve_data_dir
 from mathgpt.example import DataError, Example
 from mathgpt.record import ids_fingerprint
+from mathgpt.redact import clip
 
 # `load("synthetic:train")` draws a fixed pool with seed 0; a run takes its nested subset of this pool, so
 # train_size is capped at 4096 (512 steps of batch 8 per epoch, far past where the curve flattens on CPU).
@@ -77,7 +78,7 @@ def _numeric_answer(x: Any, where: str, i: int) -> str:
     try:
         value = float(x)
     except (TypeError, ValueError):
-        raise DataError(f"{where}: row {i} 'Answer' is not a number (got {x!r})") from None
+        raise DataError(f"{where}: row {i} 'Answer' is not a number (got {clip(x)})") from None
     return str(int(value)) if value.is_integer() else f"{value:.10g}"
 
 
@@ -229,7 +230,17 @@ def _local_files(spec: _Dataset, data_dir: Path) -> list[Path]:
 Loaded = tuple[list[Example], str, list[str]]  # examples, where they came from, the native field names
 
 
+def check_name(name: str) -> None:
+    """Refuse a dataset name ``load`` does not know (one line), without reading anything."""
+    base, _, split = name.partition(":")
+    if (base == "synthetic" and split in ("", "train", "test")) or (base == "general" and split):
+        return
+    if name not in SOURCES:
+        raise DataError(f"unknown dataset {clip(name)}; known: {', '.join(NAMES)}")
+
+
 def _load(name: str, data_dir: str | Path | None, sources: list[str] | None) -> Loaded:
+    check_name(name)
     base, _, split = name.partition(":")
     if base == "synthetic" and split in ("", "train", "test"):
         # Imported here, not at module level: synthetic pulls in sympy (~1 s), needed only by these names.
@@ -243,8 +254,6 @@ def _load(name: str, data_dir: str | Path | None, sources: list[str] | None) -> 
         from mathgpt.general import load_instructions
 
         return load_instructions(split, data_dir), f"general instruction set {split}", []
-    if name not in SOURCES:
-        raise DataError(f"unknown dataset '{name}'; known: {', '.join(NAMES)}")
     spec = SOURCES[name]
     root = resolve_data_dir(data_dir)
     files = _local_files(spec, root) if root is not None else []

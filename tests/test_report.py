@@ -20,7 +20,6 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState, create_trial
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.proportion import proportion_confint
-from statsmodels.stats.weightstats import DescrStatsW
 
 from mathgpt.cli import main
 from mathgpt.report import analysis as an
@@ -111,12 +110,15 @@ def add(
     fp: str = FP,
     trial_dir: str | None = None,
     checker: str = "3",
+    machine: dict | None = None,
     dropout: float = 0.0,
 ) -> None:
     knobs = {"seed": seed, "model": model, "train_size": size, "lora_r": 8, "lora_alpha": 16.0}
     knobs["lora_dropout"] = dropout
     pt = point(size, correct, select, general, **knobs, learning_rate=lr)
     pt |= {"fingerprint": fp, "checker_version": checker}
+    if machine is not None:
+        pt["machine"] = machine
     study.add_trial(
         create_trial(
             state=TrialState.COMPLETE,
@@ -261,9 +263,38 @@ def test_problems_csv_reproduces_the_reported_numbers(tmp_path) -> None:
         if row["benchmark"] != "all sets (pooled)":
             sub = sub[sub["eval_set"] == row["benchmark"]]
         score = sub.groupby("problem_id")["correct"].mean()
-        d = score - base.loc[score.index]
-        lo, hi = DescrStatsW(d.to_numpy()).tconfint_mean(alpha=0.05)
-        assert (row["gain"], row["lo"], row["hi"]) == pytest.approx((d.mean(), lo, hi))
+        runs = sub.groupby("problem_id")["correct"].size().iloc[0]
+        assert row["interval"] == "newcombe" and runs == 2  # two seeds: covers the models trained
+        want = _newcombe_by_hand(base.loc[score.index].to_numpy(), score.to_numpy(), runs)
+        assert (row["gain"], row["lo"], row["hi"]) == pytest.approx(want)
+
+
+def _newcombe_by_hand(x: np.ndarray, s: np.ndarray, runs: int) -> tuple[float, float, float]:
+    """Newcombe's method 10 from problems.csv: Wilson margins (statsmodels; seed means at Kish's effective n,
+    within [n, n x runs]) squared and added with the continuity-corrected correlation of the scores."""
+    n = len(s)
+
+    def margin(v: np.ndarray, k: int) -> tuple[float, float, float]:
+        p = v.mean()
+        ss = ((v - p) ** 2).sum()
+        n_eff = n if ss == 0 else min(n * k, max(n, n * n * p * (1 - p) / ss))
+        lo, hi = proportion_confint(p * n_eff, n_eff, alpha=0.05, method="wilson")
+        return p, lo, hi
+
+    p1, l1, u1 = margin(s, runs)
+    p2, l2, u2 = margin(x, 1)
+    cross = n * (s * x).sum() - s.sum() * x.sum()
+    den = (n * (s * s).sum() - s.sum() ** 2) * (n * (x * x).sum() - x.sum() ** 2)
+    phi = (
+        0.0
+        if den <= 0
+        else (cross - n / 2) / math.sqrt(den)
+        if cross > n / 2
+        else min(cross, 0) / math.sqrt(den)
+    )
+    lo = p1 - p2 - math.sqrt((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2)
+    hi = p1 - p2 + math.sqrt((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2)
+    return p1 - p2, lo, hi
 
 
 def test_report_first_screen_in_plain_words(tmp_path) -> None:
@@ -271,11 +302,14 @@ def test_report_first_screen_in_plain_words(tmp_path) -> None:
     md = (out / "report.md").read_text()
     first = md.split("\n\n")[1]
     assert first.startswith(
-        "> **64 examples (2 seeds): +14.2 points [+6.6, +21.7] on math500 (base 20.0%, n = 60)"
+        "> **64 examples (2 seeds): +14.2 points [+5.5, +21.9] on math500 (base 20.0%, n = 60); with 2 "
+        "trainings per size the interval covers only the models trained, not retraining (that needs 3 seeds)"
     )
-    assert "32 is not distinguishable from the base at this slice's detection limit of 14.3 points" in first
-    assert "64 examples (2 seeds): +9.5 points [+4.7, +14.3] on synthetic:test" in first
-    assert "32 beat the base but not by 3 points with 95% confidence" in first
+    assert "32: inconclusive at this slice, not shown better than the base (observed +0.8 points" in first
+    assert "64 examples (2 seeds): +9.5 points [+4.0, +14.7] on synthetic:test" in first
+    assert "beat" not in first  # 32's lower bound is below 0 on both benchmarks: nothing says it beats
+    assert "the logistic fit puts +3 points below the smallest size run (< 32 examples)" in first
+    assert "the logistic fit puts +3 points at about 33 examples [< 32, " in first
     assert "answered rate" not in first  # 150/160 answered before and after
     assert "mathgpt dashboard demo --storage runs/demo/journal.log" in md
     assert "Published" not in md and "published" not in md
@@ -292,6 +326,83 @@ def test_report_first_screen_in_plain_words(tmp_path) -> None:
     assert not (out / "tradeoff.png").exists()  # no general results in this study
     html = (out / "report.html").read_text()
     assert "<table>" in html and "data:image/png;base64," in html
+
+
+def test_a_size_whose_bound_fails_is_inconclusive_never_beats_the_base(tmp_path) -> None:
+    """Delta 10 points: on synthetic:test 128 clears +10, 64 clears only 0 (second sequence), 32 neither."""
+    out = write_report(make_study(delta=0.10), tmp_path, n_boot=20)
+    first = (out / "report.md").read_text().split("\n\n")[1]
+    syn = first[first.index("on synthetic:test") :]
+    assert syn.startswith("on synthetic:test")
+    assert "; 64 beats the base (tested at 0) but +10 points is inconclusive at this slice (power 0." in syn
+    assert "; 32: inconclusive at this slice, not shown better than the base" in syn
+    assert "32 beat" not in first and "32 and" not in first
+    answer = pd.read_csv(out / "answer.csv")
+    row = answer[(answer["benchmark"] == "synthetic:test")].set_index("train_examples")
+    assert row["passed"].tolist() == [False, False, True] and row["beats_base"].tolist() == [
+        False,
+        True,
+        True,
+    ]
+    assert row.loc[64, "lo"] < 0.10 and row.loc[64, "lo"] > 0 and row.loc[32, "lo"] <= 0
+    assert 0 < row.loc[64, "power_delta"] < 0.5  # observed gain 9.5 < 10: less than a coin flip
+    md = (out / "report.md").read_text()
+    assert "| tiny | synthetic:test | 64 |" in md and "fail: inconclusive (power 0." in md
+    assert "| fail | seed 0" in md  # 32's "gain > 0" verdict in the table
+
+
+def test_three_seeds_give_the_retraining_interval(tmp_path) -> None:
+    out = write_report(make_study(seeds=(0, 1, 2)), tmp_path, n_boot=20)
+    answer = pd.read_csv(out / "answer.csv")
+    assert (answer["interval"] == "retraining").all()
+    md = (out / "report.md").read_text()
+    assert "covers only the models trained" not in md.split("\n\n")[1]
+    assert "retraining (seeds random)" in md
+
+
+def test_zero_discordance_subset_rows_are_not_degenerate(tmp_path) -> None:
+    study = make_study(seeds=(0,))
+    for seed in (0, 1):
+        add(study, 16, seed, 2e-3, list(BASE), 0.6)  # identical to the base: no discordant problem anywhere
+    data = load_study(study)
+    rows = ef.breakdown(data, "tiny")
+    same = rows[rows["train_examples"] == 16]
+    assert len(same) > 5 and (same["gain"] == 0).all()
+    assert (same["gain_lo"] < 0).all() and (same["gain_hi"] > 0).all()  # Newcombe: never [0, 0]
+    md = (write_report(study, tmp_path, n_boot=20) / "report.md").read_text()
+    assert "subset (exploratory)" in md and "+0.0 [+0.0, +0.0]" not in md
+
+
+def test_examples_needed_outside_the_sizes_run_is_censored() -> None:
+    from mathgpt.report.tables import needed_text
+
+    def nd(est: float, lo: float, hi: float) -> an.Needed:
+        return an.Needed(est, lo, hi, 0.5, 100, 0.3, 32, 128)
+
+    assert needed_text(nd(20.0, 8.7, 40.0)) == "< 32"
+    assert needed_text(nd(300.0, 100.0, math.inf)) == "> 128"
+    assert needed_text(nd(35.0, 8.7, 76.0)) == "35 [< 32, 76]"
+    assert needed_text(nd(64.0, 40.0, 900.0)) == "64 [40, > 128]"
+    assert needed_text(nd(math.nan, math.nan, math.inf)) == ""
+
+
+def test_methods_list_the_machines_and_warn_when_a_study_mixes_them(tmp_path) -> None:
+    epyc = {
+        "cpu": "AMD EPYC",
+        "cpu_flags": ["avx512_bf16"],
+        "gpu": None,
+        "torch_threads": 2,
+        "torch": "2.13.0",
+    }
+    xeon = epyc | {"cpu": "Intel Xeon", "cpu_flags": ["avx512_bf16", "amx_bf16"]}
+    study = make_study(seeds=(0,))
+    study.set_user_attr("bases", {"tiny": base_point() | {"machine": epyc}})
+    md = (write_report(study, tmp_path / "one", n_boot=20) / "report.md").read_text()
+    assert "AMD EPYC (avx512_bf16; 2 torch threads)" in md
+    assert "6 point(s) did not record their machine" in md  # the trials' points carry none
+    add(study, 64, 5, 2e-3, vector(3, 1, 5), 0.5, machine=xeon)
+    md = (write_report(study, tmp_path / "two", n_boot=20) / "report.md").read_text()
+    assert "**Warning: this study mixes 2 machines" in md and "Intel Xeon (avx512_bf16, amx_bf16" in md
 
 
 def test_one_answer_line_per_model(tmp_path) -> None:
@@ -320,10 +431,17 @@ def test_gain_vs_forgetting_figure_when_points_carry_general(tmp_path) -> None:
         add(study, size, 0, 1e-3, vector(10, 2, 0), 0.5, general=lost)
     gen = ef.general_change(load_study(study))
     assert gen["general_change"].tolist() == pytest.approx([-0.1, -0.1])
+    assert gen["general_down"].tolist() == [5, 5] and not gen["equivalent"].any()
     out = write_report(study, tmp_path, n_boot=20)
     assert (out / "tradeoff.png").is_file()
     trials = pd.read_csv(out / "trials.csv")
     assert trials["general_piqa"].tolist() == pytest.approx([0.6, 0.5, 0.5])
+    md = (out / "report.md").read_text()
+    assert "inconclusive: not shown within ±3 points" in md and "+0/-5 of 50" in md
+    assert "no forgetting:" not in md
+    study.set_user_attr("sweep_config", {"report": {"general_margin": 0.25}})  # a margin this loose holds
+    md = (write_report(study, tmp_path / "loose", n_boot=20) / "report.md").read_text()
+    assert "no forgetting: within ±25 points" in md
 
 
 def test_knob_effects_are_paired_differences() -> None:

@@ -37,6 +37,7 @@ def test_run_writes_the_output_contract(tiny_model_dir, tmp_path, write_config, 
     assert metrics["batch_size"] == 2 and metrics["n_train_by_source"] == {"synthetic": 32}
     for key in ("train_tokens_per_s", "train_tokens", "wall_s"):
         assert metrics[key] > 0
+    assert 100 < metrics["peak_rss_mb"] < 64 * 1024  # MiB: torch alone is a few hundred
     assert set(metrics["fingerprint"]) == {"train", "eval", "select"}
     assert metrics["fingerprint"]["select"] != metrics["fingerprint"]["eval"]
 

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 FAKE_RUN = """
 import hashlib, json, sys, yaml
-sys.path.insert(0, sys.argv[3])
+sys.path.insert(0, "@ROOT@")  # the repo, for tests.records
 from tests.records import point, select
 from mathgpt.checker import CHECKER_VERSION
 cfg = yaml.safe_load(open(sys.argv[1]))
@@ -59,7 +59,7 @@ with open(out + "/epochs.jsonl", "a") as f, open(out + "/predictions.jsonl", "a"
         for n, k in enumerate(cfg["eval"]["at_examples"], 1):
             f.write(json.dumps(line(n, k)) + "\\n")
             f.flush()
-"""
+""".replace("@ROOT@", str(ROOT))
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ def fake_runs(tmp_path, monkeypatch):
     def fake_start(raw: dict, run_dir: Path) -> subprocess.Popen:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "cfg.yaml").write_text(yaml.safe_dump(raw))
-        cmd = [sys.executable, str(script), str(run_dir / "cfg.yaml"), str(run_dir), str(ROOT)]
+        cmd = [sys.executable, str(script), str(run_dir / "cfg.yaml"), str(run_dir)]
         return subprocess.Popen(cmd)
 
     monkeypatch.setattr(sw.trial, "spawn_run", fake_start)

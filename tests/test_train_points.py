@@ -160,8 +160,9 @@ def test_bf16_mixed_precision_trains_under_autocast_and_evaluates_outside_it(tin
     assert not args.bf16  # accelerate's bf16 would wrap model.forward, evaluation included
     seen: dict[str, set] = {"train": set(), "point": set()}
     phase = {"now": "train"}
-    lm_head = model.get_base_model().lm_head
-    lm_head.register_forward_hook(lambda m, i, o: seen[phase["now"]].add(o.dtype))
+    # the last MLP projection: the training loss projects to the vocabulary itself, not through lm_head
+    down_proj = model.get_base_model().model.layers[-1].mlp.down_proj
+    down_proj.register_forward_hook(lambda m, i, o: seen[phase["now"]].add(o.dtype))
 
     def on_point(m, info):
         phase["now"] = "point"
@@ -187,7 +188,8 @@ def test_fp32_training_never_autocasts(tiny_model_dir, tmp_path):
     cfg, tok, model, rd = _setup(tiny_model_dir)
     assert cfg.train.mixed_precision == "no"
     seen = set()
-    model.get_base_model().lm_head.register_forward_hook(lambda m, i, o: seen.add(o.dtype))
+    down_proj = model.get_base_model().model.layers[-1].mlp.down_proj  # the loss does not call lm_head
+    down_proj.register_forward_hook(lambda m, i, o: seen.add(o.dtype))
     train(model, tok, tokenize(rd.train[:8], tok, "plain", 256), _args(cfg, tmp_path))
     assert seen == {torch.float32}
 

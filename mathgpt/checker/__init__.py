@@ -17,7 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from mathgpt.checker.compare import _equal, _fast_expr_equal, adjust_prediction, percent_variants
+from mathgpt.checker.compare import (
+    _equal,
+    _fast_expr_equal,
+    adjust_prediction,
+    percent_variants,
+    precise_decimal,
+)
 from mathgpt.checker.extract import DATASETS, MODES, _check_dataset, extract_answer, gold_answer
 from mathgpt.checker.grammar import _Reject
 from mathgpt.checker.parse import parse_answer
@@ -25,7 +31,7 @@ from mathgpt.checker.pool import symbolic_equal, warm_up
 from mathgpt.config import ConfigError
 
 # Bump on any change of a verdict (extraction, parsing, comparison); runs record it, `mathgpt regrade` uses it.
-CHECKER_VERSION = "2.0"
+CHECKER_VERSION = "3.0"
 
 Status = Literal["correct", "wrong", "no_answer", "ungradable"]
 _PARSE_ERRORS = (_Reject, RecursionError, OverflowError, ValueError, ZeroDivisionError)
@@ -72,7 +78,7 @@ def grade(gold: str, response: str, dataset: str, *, mode: str = "flexible") -> 
     if extracted is None:
         return Verdict(False, "no_answer", None, "no final answer found")
     try:
-        p = adjust_prediction(g, parse_answer(extracted, dataset))
+        p = precise_decimal(adjust_prediction(g, parse_answer(extracted, dataset)), extracted)
     except _PARSE_ERRORS as err:
         return Verdict(False, "wrong", extracted, f"answer unparseable: {err}"[:80])
     why = ""

@@ -8,6 +8,7 @@ expression comparator at the leaves: ``_fast_expr_equal`` in process (True/False
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
@@ -77,8 +78,57 @@ def _check_power(base: Fraction, exp: Fraction) -> None:
         raise _Reject("power too large")
 
 
+MIN_DECIMAL_DIGITS = 6  # significant digits a decimal needs to stand for a non-terminating value
+_LONG_DECIMAL = re.compile(r"-?(\d*)\.(\d+)")
+
+
+def precise_decimal(pred: Node, pred_text: str) -> Node:
+    """A decimal answer of 6+ significant digits as ("approx", value, places) (policy long_decimals).
+
+    It then equals a rational gold whose decimal expansion does not terminate (1/7, 2/3) when it is that value
+    rounded or truncated at its last written place; against a terminating gold (3, 0.125) it must be exact, and
+    against an irrational one (pi, sqrt 2) it is an approximation, not the value: wrong.
+    """
+    m = _LONG_DECIMAL.fullmatch(pred_text.strip().strip("$").strip())
+    if not m or pred[0] != "expr" or len((m[1] + m[2]).lstrip("0")) < MIN_DECIMAL_DIGITS:
+        return pred
+    return ("expr", ("approx", pred[1], len(m[2])))
+
+
+def _rounded_or_truncated(value: Fraction, places: int) -> tuple[int, int]:
+    scaled = value * 10**places
+    sign = -1 if scaled < 0 else 1
+    return sign * math.floor(abs(scaled) + Fraction(1, 2)), math.trunc(scaled)
+
+
+def _approx_equal(other: Node, approx: Node) -> bool:
+    """A long decimal against an exact value (``precise_decimal``)."""
+    written = _exact(approx[1])
+    assert written is not None  # a decimal literal
+    places = approx[2]
+    try:
+        exact = _exact(other)
+    except _Reject:
+        return False
+    if exact is None:  # pi, sqrt 2, a symbol
+        return False
+    if _terminates(exact):
+        return written == exact
+    return written * 10**places in _rounded_or_truncated(exact, places)
+
+
+def _terminates(v: Fraction) -> bool:
+    d = v.denominator
+    for p in (2, 5):
+        while d % p == 0:
+            d //= p
+    return d == 1
+
+
 def _fast_expr_equal(a: Node, b: Node, equation: bool) -> bool | None:
     """In-process verdict for rational numbers and identical trees; None when sympy must decide."""
+    if a[0] == "approx" or b[0] == "approx":
+        return _approx_equal(a, b) if b[0] == "approx" else _approx_equal(b, a)
     if a == b:
         return True
     if equation:
@@ -95,10 +145,24 @@ def _all(verdicts: list[bool | None]) -> bool | None:
     return None if any(v is None for v in verdicts) else True
 
 
+def _distinct(items: list[Node], cmp: ExprCmp) -> tuple[list[Node], bool]:
+    """The items without repeats (a solution set lists each value once), and whether any pair was undecided."""
+    kept: list[Node] = []
+    undecided = False
+    for item in items:
+        same = [_equal(k, item, cmp) for k in kept]
+        undecided = undecided or None in same
+        if True not in same:
+            kept.append(item)
+    return kept, undecided
+
+
 def _matching(xs: list[Node], ys: list[Node], cmp: ExprCmp) -> bool | None:
-    """Multiset equality under ``_equal`` (every element matched once): a bipartite matching."""
-    if len(xs) != len(ys):
-        return False
+    """Set equality under ``_equal``: repeats dropped, then every element matched once (a bipartite matching)."""
+    xs, x_open = _distinct(xs, cmp)
+    ys, y_open = _distinct(ys, cmp)
+    if len(xs) != len(ys):  # unless two items might still be one value, which only sympy can tell
+        return None if x_open or y_open else False
     table = [[_equal(x, y, cmp) for y in ys] for x in xs]
 
     def perfect(allowed: Callable[[bool | None], bool]) -> bool:
@@ -120,8 +184,24 @@ def _matching(xs: list[Node], ys: list[Node], cmp: ExprCmp) -> bool | None:
     return None if perfect(lambda v: v is not False) else False
 
 
+def _labelled(a: Node, b: Node, cmp: ExprCmp) -> bool | None:
+    """Labelled values ("PQ = 2, RS = 9") against labelled ones by name, against a bare list in order."""
+    if a[0] != "labels":
+        a, b = b, a
+    if b[0] == "labels":
+        names_a, names_b = dict(a[1:]), dict(b[1:])
+        if set(names_a) != set(names_b):
+            return False  # a wrong label is a wrong answer
+        return _all([_equal(names_a[n], names_b[n], cmp) for n in names_a])
+    if b[0] not in ("tuple", "set") or len(b) != len(a):
+        return False
+    return _all([_equal(value, item, cmp) for (_, value), item in zip(a[1:], b[1:], strict=True)])
+
+
 def _equal(a: Node, b: Node, cmp: ExprCmp) -> bool | None:
     ka, kb = a[0], b[0]
+    if "labels" in (ka, kb):
+        return _labelled(a, b, cmp)
     for kind in ("set", "union"):
         if ka == kind or kb == kind:
             xs = list(a[1:]) if ka == kind else [a]
@@ -141,6 +221,8 @@ def _equal(a: Node, b: Node, cmp: ExprCmp) -> bool | None:
         return cmp(("add", a[1], ("neg", a[2])), ("add", b[1], ("neg", b[2])), True)
     if ka in ("text", "choice"):
         return a[1] == b[1]
+    if ka == "ratio":
+        return _all([_equal(a[1], b[1], cmp), _equal(a[2], b[2], cmp)])
     if ka == "tuple":
         return (
             False
@@ -243,6 +325,8 @@ def _sympy_expr_equal(x: Node, y: Node, equation: bool) -> bool:
     """Equal (or, for equations lhs - rhs, proportional) at every test point to 30 digits, or identical."""
     import sympy as sp
 
+    if x[0] == "approx" or y[0] == "approx":
+        return _approx_equal(x, y) if y[0] == "approx" else _approx_equal(y, x)
     a, b = _to_sympy(x), _to_sympy(y)
     if a == b:
         return True

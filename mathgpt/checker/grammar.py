@@ -18,12 +18,19 @@ MAX_EXPONENT = 1_000  # x^1000 is the largest power a symbolic check will build
 MAX_DEPTH = 24  # bracket nesting; MATH answers stay below 6
 MAX_ITEMS = 64  # elements of a set, tuple or matrix
 MAX_SUM_TERMS = 200  # \sum_{k=1}^{200}: written out term by term, so its length is capped
+# Nodes all sums of one answer may write out together: nested sums multiply (200^3 = 8M terms took 22 s and
+# 600 MB), so the cap is on total work, not per sum. 20,000 keeps a double sum of 100 x 100 small terms.
+MAX_EXPANDED_NODES = 20_000
 
 Node = Any  # nested tuples (lists after a JSON round trip); see _Parser for the node kinds
 
 
 class _Reject(ValueError):
     """Input that is malformed or too big to compare safely."""
+
+
+class _TooLarge(_Reject):
+    """Mathematics that parses but is too much work to write out (a long or nested sum): never read as text."""
 
 
 _TOKEN = re.compile(
@@ -115,6 +122,7 @@ class _Parser:
         self.pos = 0
         self.depth = 0
         self.in_abs = 0
+        self.expanded = 0  # nodes written out by \sum so far (MAX_EXPANDED_NODES)
 
     def peek(self) -> tuple[str, str]:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else ("end", "")
@@ -304,8 +312,11 @@ class _Parser:
         self.take("^")
         hi = _int_value(self.arg())
         if hi - lo + 1 > MAX_SUM_TERMS:
-            raise _Reject("sum too long")
+            raise _TooLarge("sum too long")
         body = self.term()
+        self.expanded += max(0, hi - lo + 1) * _size(body)
+        if self.expanded > MAX_EXPANDED_NODES:
+            raise _TooLarge("sums expand too far")
         terms = [_substitute(body, var, ("num", k, 1)) for k in range(lo, hi + 1)]
         return ("add", *terms) if terms else ("num", 0, 1)
 
@@ -336,6 +347,10 @@ class _Parser:
         if name == "{":
             raise _Reject("a set inside an expression")
         raise _Reject(f"unsupported command \\{name}")
+
+
+def _size(node: Node) -> int:
+    return 1 + sum(_size(c) for c in node[1:] if isinstance(c, tuple))
 
 
 def _substitute(node: Node, var: Node, value: Node) -> Node:

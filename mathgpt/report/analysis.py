@@ -6,11 +6,16 @@ The answer's rule, fixed before looking at the report slice (so more trials cann
    are made on the disjoint **report** slice, so choosing does not bias them (no winner's curse). Without a
    selection slice the choice falls back to the report slice and the report says so.
 2. Each problem's score at a size is its correctness averaged over the chosen points (seeds); the gain is the
-   mean paired difference from the base on the same problems, with a t interval over problems.
+   mean paired difference from the base on the same problems. Its interval (stats.paired_gain) treats seeds as
+   random from MIN_SEEDS_RETRAIN trainings up (it then covers retraining); with fewer it is Newcombe's paired
+   interval, which covers only the models trained, and the report says so.
 3. H0(size): gain <= delta is tested at level alpha/2 one-sided (the 95% interval's lower bound), from the
    largest size down, stopping at the first size not rejected (fixed-sequence: no multiplicity correction is
    needed because each test is only reached when all larger ones were rejected). The answer is the smallest
    size reached and rejected. One test per size, whatever the number of trials.
+4. "Beats the base" is a second fixed sequence, H0(size): gain <= 0, the same way; it is its own family (its
+   words never rest on the delta sequence). A size that does not clear a bound is inconclusive at this slice,
+   with the power this slice had to clear it if the true gain were the observed one.
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import statsmodels.api as sm
+from scipy.stats import norm
 
 from mathgpt.report.load import SETTING, StudyData
-from mathgpt.stats import detectable_gain, logistic_fit, loglinear_fit, mcnemar_test, mean_ci
+from mathgpt.stats import Gain, detectable_gain, logistic_fit, loglinear_fit, mcnemar_test, paired_gain
 
 N_BOOT = 1000
 
@@ -113,7 +119,12 @@ TEST_COLUMNS = [
     "gain",
     "lo",
     "hi",
+    "interval",
+    "fixed",
+    "broken",
     "p_above_delta",
+    "p_above_zero",
+    "power_delta",
     "answered",
     "base_answered",
     "per_seed",
@@ -134,7 +145,7 @@ def size_tests(data: StudyData, model: str, mask: np.ndarray) -> pd.DataFrame:
     for size, pts in sorted(arms(data, model).items()):
         pts = pts.sort_values(["seed", "trial"], na_position="last")
         mat = arm_matrix(pts)[:, mask]
-        ci = mean_ci(mat.mean(axis=0) - base, data.alpha)
+        ci = paired_gain(base, mat, data.alpha)
         seeds = []
         for (_, p), vec in zip(pts.iterrows(), mat, strict=True):
             mc = mcnemar_test(base, vec)
@@ -162,7 +173,12 @@ def size_tests(data: StudyData, model: str, mask: np.ndarray) -> pd.DataFrame:
                 "gain": ci.mean,
                 "lo": ci.lo,
                 "hi": ci.hi,
+                "interval": ci.method,
+                "fixed": ci.fixed,
+                "broken": ci.broken,
                 "p_above_delta": ci.p_above(data.delta),
+                "p_above_zero": ci.p_above(0.0),
+                "power_delta": power_at_observed(ci, data.delta),
                 "answered": _answered_rate(pts, mask),
                 "base_answered": _answered_rate(
                     data.points[data.points["trial"].isna() & (data.points["model"] == model)], mask
@@ -174,22 +190,41 @@ def size_tests(data: StudyData, model: str, mask: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=TEST_COLUMNS)
 
 
+def power_at_observed(gain: Gain, delta: float) -> float:
+    """Chance that this slice's lower 95% bound clears ``delta`` if the true gain were the observed one:
+    normal approximation with the interval's own standard error (its lower half-width over z, or the
+    retraining interval's standard error)."""
+    se = gain.se if gain.method == "retraining" else (gain.mean - gain.lo) / gain.z
+    if not (se > 0 and math.isfinite(se)):
+        return math.nan
+    return float(norm.cdf((gain.mean - delta) / se - gain.z))
+
+
 @dataclass(frozen=True)
 class Answer:
-    size: int | None  # smallest size reached by the fixed sequence with lower bound >= delta
+    size: int | None  # smallest size reached by the fixed sequence and rejected
     tested: list[int]  # sizes tested, largest first, up to and including the first non-rejection
     delta: float
+    passed: list[int]  # sizes rejected (their H0: gain <= delta), largest first
+
+    def verdict(self, size: int) -> str:
+        """pass / fail / not tested, for the table."""
+        if size in self.passed:
+            return "pass"
+        return "fail" if size in self.tested else "not tested"
 
 
 def fixed_sequence(tests: pd.DataFrame, delta: float) -> Answer:
-    """Step down from the largest size while the gain's lower 95% bound is at least delta."""
-    answer, tested = None, []
+    """Step down from the largest size while the gain's lower 95% bound clears delta (at delta = 0 strictly:
+    a bound of exactly 0 does not show a gain)."""
+    answer, tested, passed = None, [], []
     for _, row in tests.sort_values("train_examples", ascending=False).iterrows():
         tested.append(int(row["train_examples"]))
-        if not row["lo"] >= delta:
+        if not (row["lo"] > delta if delta == 0 else row["lo"] >= delta):
             break
         answer = int(row["train_examples"])
-    return Answer(answer, tested, delta)
+        passed.append(answer)
+    return Answer(answer, tested, delta, passed)
 
 
 @dataclass(frozen=True)
@@ -202,6 +237,8 @@ class Needed:
     slope_logit: float
     n_boot: int
     target: float
+    smallest: int  # the sizes run: a value outside them is censored in the report, not given an interval
+    largest: int
 
 
 def examples_needed(data: StudyData, model: str, mask: np.ndarray, n_boot: int = N_BOOT) -> Needed | None:
@@ -233,7 +270,16 @@ def examples_needed(data: StudyData, model: str, mask: np.ndarray, n_boot: int =
         for q in np.quantile(np.minimum(boots, big), [data.alpha / 2, 1 - data.alpha / 2])
     )
     target = float(base.mean()) + data.delta
-    return Needed(est if math.isfinite(est) else math.nan, float(lo), float(hi), float(slope), n_boot, target)
+    return Needed(
+        est if math.isfinite(est) else math.nan,
+        float(lo),
+        float(hi),
+        float(slope),
+        n_boot,
+        target,
+        int(sizes.min()),
+        int(sizes.max()),
+    )
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """Descriptive comparisons beside the answer: knob effects, subsets, general-ability change, importances.
 
-All paired against the same problems; none of them feeds the answer (they use the report slice freely).
+All paired against the same problems; none of them feeds the answer (they use the report slice freely), so the
+subset rows are exploratory: many of them, no multiplicity control. Accuracies carry Wilson intervals and
+paired differences Newcombe's (stats.newcombe_gain), so no row has a zero-width interval.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import pandas as pd
 
 from mathgpt.report.analysis import arm_matrix, arms, base_vector, tuned_points
 from mathgpt.report.load import SETTING, StudyData
-from mathgpt.stats import accuracy_ci, mean_ci
+from mathgpt.stats import accuracy_ci, equivalence_test, newcombe_gain, paired_gain
+
+# General ability: a change is "no forgetting" only when a TOST shows it within +-GENERAL_MARGIN.
+GENERAL_MARGIN = 0.03
 
 MIN_TRIALS_FOR_IMPORTANCE = 20  # below this PED-ANOVA's quantile split is an artifact of the grid
 
@@ -30,13 +35,15 @@ def knob_effects(data: StudyData) -> pd.DataFrame:
         ref = values[0]
         for (model, size), g in tuned.groupby(["model", "train_examples"]):
             for value in values[1:]:
-                diffs = []
+                refs, vals = [], []
                 for _, grp in g.groupby(["seed", *others], dropna=False):
                     a, b = grp[grp[knob] == ref], grp[grp[knob] == value]
                     if len(a) and len(b):
-                        diffs.append(arm_matrix(b).mean(axis=0) - arm_matrix(a).mean(axis=0))
-                if diffs:
-                    ci = mean_ci(np.mean(diffs, axis=0), data.alpha)
+                        refs.append(arm_matrix(a).mean(axis=0))
+                        vals.append(arm_matrix(b).mean(axis=0))
+                if refs:
+                    # pairs share seed and other knobs; Newcombe on the pair-averaged scores
+                    ci = newcombe_gain(np.vstack(refs), np.vstack(vals), data.alpha)
                     rows.append(
                         {
                             "model": model,
@@ -44,7 +51,7 @@ def knob_effects(data: StudyData) -> pd.DataFrame:
                             "knob": knob,
                             "value": value,
                             "reference": ref,
-                            "pairs": len(diffs),
+                            "pairs": len(refs),
                             "diff": ci.mean,
                             "lo": ci.lo,
                             "hi": ci.hi,
@@ -90,11 +97,13 @@ def breakdown(data: StudyData, model: str) -> pd.DataFrame:
                 "gain": 0.0,
                 "gain_lo": 0.0,
                 "gain_hi": 0.0,
+                "interval": "",
             }
         )
         for size, pts in sorted(chosen.items()):
-            v = arm_matrix(pts)[:, mask].mean(axis=0)
-            acc, gain = accuracy_ci(v, data.alpha), mean_ci(v - base[mask], data.alpha)
+            mat = arm_matrix(pts)[:, mask]
+            acc = accuracy_ci(mat.mean(axis=0), data.alpha, runs=mat.shape[0])
+            gain = paired_gain(base[mask], mat, data.alpha)
             rows.append(
                 {
                     "model": model,
@@ -107,18 +116,20 @@ def breakdown(data: StudyData, model: str) -> pd.DataFrame:
                     "gain": gain.mean,
                     "gain_lo": gain.lo,
                     "gain_hi": gain.hi,
+                    "interval": gain.method,
                 }
             )
     return pd.DataFrame(rows)
 
 
-def general_change(data: StudyData) -> pd.DataFrame:
-    """Per point with general-ability results: math gain and general change vs its base, paired, with CIs."""
+def general_change(data: StudyData, margin: float = GENERAL_MARGIN) -> pd.DataFrame:
+    """Per point with general-ability results: math gain (Newcombe) and the general change as a TOST
+    equivalence test within +-margin (alpha = the study's; 1 - 2 alpha interval) with its flipped items."""
     bases = data.points[data.points["trial"].isna()].set_index("model")
     rows = []
     for _, p in tuned_points(data).iterrows():
         bg = bases.loc[p["model"], "general"] if p["model"] in bases.index else {}
-        diffs = []
+        before, after = [], []
         for name, res in (p["general"] or {}).items():
             ref = (bg or {}).get(name)
             if (
@@ -127,11 +138,12 @@ def general_change(data: StudyData) -> pd.DataFrame:
                 or len(ref["correct"]) != len(res["correct"])
             ):
                 continue
-            diffs.append(np.asarray(res["correct"], float) - np.asarray(ref["correct"], float))
-        if not diffs:
+            before += list(ref["correct"])
+            after += list(res["correct"])
+        if not before:
             continue
-        gen = mean_ci(np.concatenate(diffs), data.alpha)
-        math_ci = mean_ci(np.asarray(p["_correct"], float) - base_vector(data, p["model"]), data.alpha)
+        eq = equivalence_test(before, after, margin, data.alpha)
+        math_ci = newcombe_gain(base_vector(data, p["model"]), p["_correct"], data.alpha)
         rows.append(
             {
                 "model": p["model"],
@@ -142,9 +154,15 @@ def general_change(data: StudyData) -> pd.DataFrame:
                 "math_gain": math_ci.mean,
                 "math_lo": math_ci.lo,
                 "math_hi": math_ci.hi,
-                "general_change": gen.mean,
-                "general_lo": gen.lo,
-                "general_hi": gen.hi,
+                "general_n": eq.gain.n,
+                "general_change": eq.gain.mean,
+                "general_lo": eq.gain.lo,
+                "general_hi": eq.gain.hi,
+                "general_up": eq.gain.fixed,
+                "general_down": eq.gain.broken,
+                "margin": margin,
+                "tost_p": eq.p,
+                "equivalent": eq.equivalent,
             }
         )
     return pd.DataFrame(rows)

@@ -89,7 +89,7 @@ def scaling(data: StudyData, results: dict[str, dict[str, Any]]) -> bytes | None
             accs, los, his, smin, smax = [], [], [], [], []
             for s in tests["train_examples"]:
                 mat = an.arm_matrix(chosen[int(s)])[:, mask]
-                ci = accuracy_ci(mat.mean(axis=0))
+                ci = accuracy_ci(mat.mean(axis=0), runs=mat.shape[0])
                 accs.append(ci.mean)
                 los.append(ci.mean - ci.lo)
                 his.append(ci.hi - ci.mean)
@@ -308,11 +308,13 @@ def breakdown(table: pd.DataFrame) -> bytes | None:
 
 
 def tradeoff(general: pd.DataFrame) -> bytes | None:
-    """Math gain against general-ability change (forgetting), one mark per point, both with 95% CIs."""
+    """Math gain (95% CI) against general-ability change (the TOST's 1 - 2 alpha CI), one mark per point."""
     if general.empty:
         return None
     fig = Figure(figsize=(6.5, 5))
     ax = fig.subplots()
+    margin = 100 * float(general["margin"].iloc[0])
+    ax.axvspan(-margin, margin, color="green", alpha=0.08, lw=0)  # the equivalence margin
     for i, ((model, mix), g) in enumerate(general.groupby(["model", "mix_fraction"])):
         ax.errorbar(
             100 * g["general_change"],

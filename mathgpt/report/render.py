@@ -10,12 +10,25 @@ import optuna
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from mathgpt.record import study_bases, study_points
+from mathgpt.redact import redact
 from mathgpt.report import analysis as an
 from mathgpt.report import effects as ef
 from mathgpt.report import figures
 from mathgpt.report.examples import side_by_side
 from mathgpt.report.load import MATRIX_COLUMNS, StudyData, load_study
-from mathgpt.report.tables import _num, _pct, _pts, analyse, answer_csv, answer_sentence, points_table, tables
+from mathgpt.report.tables import (
+    _num,
+    analyse,
+    answer_csv,
+    answer_sentence,
+    breakdown_table,
+    machine_notes,
+    points_table,
+    tables,
+)
+from mathgpt.stats import MIN_SEEDS_RETRAIN
+from mathgpt.storage import check_study_name
 
 FIGURES = [
     "scaling.png",
@@ -58,11 +71,13 @@ def write_report(
 ) -> Path:
     """Write report.md, report.html, the figures, problems.csv, trials.csv and answer.csv for a study."""
     data = load_study(study)
-    out = Path(out_dir) if out_dir is not None else Path("analysis") / data.name
+    out = Path(out_dir) if out_dir is not None else Path("analysis") / check_study_name(data.name)
     out.mkdir(parents=True, exist_ok=True)
     results = analyse(data, n_boot)
     effects = ef.knob_effects(data)
-    general = ef.general_change(data)
+    report_cfg = (study.user_attrs.get("sweep_config") or {}).get("report") or {}
+    margin = float(report_cfg.get("general_margin", ef.GENERAL_MARGIN))
+    general = ef.general_change(data, margin)
     models = an.models(data)
     breakdown = (
         pd.concat([ef.breakdown(data, m) for m in models], ignore_index=True) if models else pd.DataFrame()
@@ -92,7 +107,7 @@ def write_report(
         ),
         "tradeoff.png": (
             figures.tradeoff(general),
-            "Math gain against general-ability change for every point with general results, both paired against the base with 95% CIs.",
+            f"Math gain (95% CI) against general-ability change (its {round(100 * (1 - 2 * data.alpha))}% CI, the TOST's; shaded: the ±{100 * margin:g}-point equivalence margin) for every point with general results, both paired against the base.",
         ),
     }
     figs = []
@@ -104,28 +119,7 @@ def write_report(
             figs.append({"name": name, "caption": caption, "b64": base64.b64encode(png).decode("ascii")})
     tbl = tables(data, results, effects, general)
     if not breakdown.empty:
-        tbl["breakdown"] = pd.DataFrame(
-            {
-                "model": breakdown["model"],
-                "subset": breakdown["group"],
-                "examples": breakdown["train_examples"],
-                "n": breakdown["n"],
-                "accuracy": [
-                    f"{_pct(a)} [{_pct(max(lo, 0))}, {_pct(min(hi, 1))}]"
-                    for a, lo, hi in zip(breakdown["accuracy"], breakdown["lo"], breakdown["hi"], strict=True)
-                ],
-                "gain (pts)": [
-                    f"{_pts(g)} [{_pts(lo)}, {_pts(hi)}]" if e else ""
-                    for g, lo, hi, e in zip(
-                        breakdown["gain"],
-                        breakdown["gain_lo"],
-                        breakdown["gain_hi"],
-                        breakdown["train_examples"],
-                        strict=True,
-                    )
-                ],
-            }
-        )
+        tbl["breakdown"] = breakdown_table(breakdown)
     trials = points_table(data)
     data.matrix[MATRIX_COLUMNS].to_csv(out / "problems.csv", index=False)
     trials.to_csv(out / "trials.csv", index=False)
@@ -180,7 +174,13 @@ def _context(
         .groupby("train_examples")[["batch_size", "optimizer_steps"]]
         .agg(lambda s: ", ".join(sorted({_num(v) for v in s if pd.notna(v)}, key=str)))
     )
-    dashboard = f"mathgpt dashboard {data.name}" + (f" --storage {storage_url}" if storage_url else "")
+    # Each point's `machine` (docs/CONTRACTS.md): the base runs' and every trial point's with results.
+    machines = [b.machine for b in study_bases(study).values()]
+    machines += [ln.machine for pts in study_points(study).values() for ln in pts if ln.train_examples]
+    machine_lines, machine_warning = machine_notes(machines)
+    dashboard = f"mathgpt dashboard {data.name}" + (
+        f" --storage {redact(storage_url)}" if storage_url else ""
+    )
     return {
         "title": f"MathGPT report: {data.name}",
         "name": data.name,
@@ -206,4 +206,10 @@ def _context(
         "figures": figs,
         "dashboard": dashboard,
         "fails": data.fail_reasons,
+        "machines": machine_lines,
+        "machine_warning": machine_warning,
+        "intervals": sorted(
+            {m for per in results.values() for r in per.values() for m in r["tests"]["interval"]}
+        ),
+        "min_seeds": MIN_SEEDS_RETRAIN,
     }

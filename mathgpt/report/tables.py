@@ -8,10 +8,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mathgpt.machine import describe, identity
 from mathgpt.record import KNOB_COLUMNS
 from mathgpt.report import analysis as an
 from mathgpt.report.load import StudyData
-from mathgpt.stats import mcnemar_test
+from mathgpt.stats import MIN_SEEDS_RETRAIN, mcnemar_test, newcombe_gain
 
 
 def _pts(x: float) -> str:
@@ -31,6 +32,31 @@ def _count(x: float) -> str:
     if not math.isfinite(x):
         return "unbounded"
     return f"{x:,.0f}" if x >= 10 else f"{x:.2g}"
+
+
+def needed_text(nd: an.Needed) -> str:
+    """Examples needed for +delta, censored outside the sizes run: a logistic curve says nothing reliable
+    about data sizes nobody trained on, so "< 32" or "> 256" replaces an extrapolated number and interval."""
+    if not math.isfinite(nd.estimate):
+        return ""
+    if nd.estimate < nd.smallest:
+        return f"< {nd.smallest}"
+    if nd.estimate > nd.largest:
+        return f"> {nd.largest}"
+
+    def end(x: float) -> str:
+        if x < nd.smallest:
+            return f"< {nd.smallest}"
+        return f"> {nd.largest}" if x > nd.largest else _count(x)
+
+    return f"{_count(nd.estimate)} [{end(nd.lo)}, {end(nd.hi)}]"
+
+
+def _power(x: float) -> str:
+    return "n/a" if not math.isfinite(x) else f"{x:.2f}"
+
+
+COVERS = {"newcombe": "models trained", "retraining": "retraining (seeds random)"}
 
 
 def _sizes(sizes: list[int]) -> str:
@@ -54,6 +80,7 @@ def analyse(data: StudyData, n_boot: int = an.N_BOOT) -> dict[str, dict[str, Any
             out[model][bench] = {
                 "tests": tests,
                 "answer": an.fixed_sequence(tests, data.delta),
+                "beats": an.fixed_sequence(tests, 0.0),
                 "slope": an.slope_fit(data, model, mask),
                 "needed": an.examples_needed(data, model, mask, n_boot),
                 "limit0": an.detection_limit(data, model, mask),
@@ -64,12 +91,12 @@ def analyse(data: StudyData, n_boot: int = an.N_BOOT) -> dict[str, dict[str, Any
 
 
 def answer_sentence(data: StudyData, bench: str, r: dict[str, Any]) -> str:
-    """The plain-words answer for one model on one benchmark."""
-    tests, answer = r["tests"], r["answer"]
-    lim = f"{100 * r['limit0']:.1f} points"
+    """The plain-words answer for one model on one benchmark; every claim rests on a fixed-sequence test."""
+    tests, answer, beats = r["tests"], r["answer"], r["beats"]
     if tests.empty:
         return f"{bench}: no fine-tuned point with per-problem results yet."
     by = tests.set_index("train_examples")
+    d = f"{100 * data.delta:g}"
     if answer.size is not None:
         t = by.loc[answer.size]
         head = (
@@ -80,14 +107,22 @@ def answer_sentence(data: StudyData, bench: str, r: dict[str, Any]) -> str:
     else:
         t = by.iloc[-1]
         head = (
-            f"no data size shows a gain of at least {100 * data.delta:g} points on {bench}; the largest, "
+            f"no data size shows a gain of at least {d} points on {bench}; the largest, "
             f"{int(by.index[-1])} examples ({t['seeds']} seeds), gains {_pts(t['gain'])} points "
-            f"[{_pts(t['lo'])}, {_pts(t['hi'])}] (base {_pct(t['base_accuracy'])}, n = {t['n']})"
+            f"[{_pts(t['lo'])}, {_pts(t['hi'])}] (base {_pct(t['base_accuracy'])}, n = {t['n']}): inconclusive "
+            f"at this slice (power {_power(t['power_delta'])} at the observed gain), and "
+            + (
+                "it beats the base (tested at 0)"
+                if int(by.index[-1]) in beats.passed
+                else "not shown better than the base"
+            )
         )
-    below = by[by.index < answer.size] if answer.size is not None else by.iloc[:-1]
-    null = [int(s) for s, row in below.iterrows() if row["lo"] <= 0]
-    weak = [int(s) for s, row in below.iterrows() if 0 < row["lo"] < data.delta]
     parts = [head]
+    if t["interval"] == "newcombe":
+        parts.append(
+            f"with {t['n_points']} training{'s' if t['n_points'] != 1 else ''} per size the interval covers only "
+            f"the models trained, not retraining (that needs {MIN_SEEDS_RETRAIN} seeds)"
+        )
     if (
         abs(t["answered"] - t["base_answered"]) >= 0.05
     ):  # format learning: an answer is now extracted more often
@@ -95,29 +130,37 @@ def answer_sentence(data: StudyData, bench: str, r: dict[str, Any]) -> str:
             f"the answered rate moves {_pct(t['base_answered'])} → {_pct(t['answered'])}, so part of the change "
             "may be format rather than math"
         )
-    if null:
-        verb = "is" if len(null) == 1 else "are"
+    below = by[by.index < answer.size] if answer.size is not None else by.iloc[:-1]
+    shown = [int(s) for s in below.index if s in beats.passed]
+    unshown = [int(s) for s in below.index if s not in beats.passed]
+    if shown:
+        verb = "beats" if len(shown) == 1 else "beat"
         parts.append(
-            f"{_sizes(null)} {verb} not distinguishable from the base at this slice's detection limit of {lim}"
+            f"{_sizes(shown)} {verb} the base (tested at 0) but +{d} points is inconclusive at this slice "
+            f"(power {_sizes([_power(by.loc[s, 'power_delta']) for s in shown])} at the observed gain"
+            f"{'s' if len(shown) > 1 else ''})"
         )
-    if weak:
+    if unshown:
+        gains = _sizes([_pts(by.loc[s, "gain"]) for s in unshown])
         parts.append(
-            f"{_sizes(weak)} beat the base but not by {100 * data.delta:g} points with 95% confidence"
+            f"{_sizes(unshown)}: inconclusive at this slice, not shown better than the base (observed "
+            f"{gains} points; this slice's detection limit is {100 * r['limit0']:.1f} points)"
         )
-    if not null and answer.size is None:
-        parts.append(f"this slice's detection limit is {lim}")
     nd = r["needed"]
     if nd is not None and math.isfinite(nd.estimate):
-        hi = _count(nd.hi)
-        sizes = by.index
-        beyond = (
-            " (extrapolated beyond the sizes run)" if not sizes.min() <= nd.estimate <= sizes.max() else ""
-        )
-        parts.append(
-            f"the logistic fit puts +{100 * data.delta:g} points at about {_count(nd.estimate)} examples "
-            f"[{_count(nd.lo)}, {hi}]{beyond}"
-        )
+        if nd.estimate < nd.smallest:
+            where = f"below the smallest size run (< {nd.smallest} examples)"
+        elif nd.estimate > nd.largest:
+            where = f"beyond the largest size run (> {nd.largest} examples)"
+        else:
+            where = f"at about {needed_text(nd).replace(' [', ' examples [', 1)}"
+        parts.append(f"the logistic fit puts +{d} points {where}")
     return "; ".join(parts) + "."
+
+
+def _verdict(verdict: str, power: float) -> str:
+    """A failed bound is inconclusive, not a shortfall: say how likely this slice was to clear it."""
+    return f"fail: inconclusive (power {_power(power)})" if verdict == "fail" else verdict
 
 
 def tables(
@@ -143,8 +186,12 @@ def tables(
                         "answered (base → tuned)": f"{_pct(t['base_answered'])} → {_pct(t['answered'])}",
                         "gain (pts)": _pts(t["gain"]),
                         "95% CI": f"[{_pts(t['lo'])}, {_pts(t['hi'])}]",
+                        "interval covers": COVERS[t["interval"]],
+                        f"gain ≥ {100 * data.delta:g} (fixed sequence)": _verdict(
+                            r["answer"].verdict(t["train_examples"]), t["power_delta"]
+                        ),
                         f"p (gain ≤ {100 * data.delta:g})": _p(t["p_above_delta"]),
-                        "tested": "yes" if t["train_examples"] in r["answer"].tested else "no",
+                        "gain > 0 (second sequence)": r["beats"].verdict(t["train_examples"]),
                         "per seed: k/n, fixed/broken, McNemar p": seeds,
                     }
                 )
@@ -163,9 +210,7 @@ def tables(
                     "R² (size means)": "n/a (2 sizes)"
                     if s.n_sizes < 3
                     else (f"{s.r2:.3f}" if math.isfinite(s.r2) else "undefined"),
-                    f"examples for +{100 * data.delta:g}": ""
-                    if nd is None or not math.isfinite(nd.estimate)
-                    else f"{_count(nd.estimate)} [{_count(nd.lo)}, {_count(nd.hi)}]",
+                    f"examples for +{100 * data.delta:g}": "" if nd is None else needed_text(nd),
                     "detection limit (pts)": f"{100 * r['limit0']:.1f} ({100 * r['limit_delta']:.1f} to show +{100 * data.delta:g})",
                 }
             )
@@ -187,27 +232,96 @@ def tables(
             }
         )
     if not general.empty:
+        level = round(100 * (1 - 2 * data.alpha))
         out["general"] = pd.DataFrame(
             {
                 "model": general["model"],
                 "trial": general["trial"],
                 "examples": general["train_examples"],
                 "mix": general["mix_fraction"].map(_num),
-                "math gain (pts)": [
+                "math gain (pts, 95% CI)": [
                     f"{_pts(m)} [{_pts(lo)}, {_pts(hi)}]"
                     for m, lo, hi in zip(
                         general["math_gain"], general["math_lo"], general["math_hi"], strict=True
                     )
                 ],
-                "general change (pts)": [
+                f"general change (pts, {level}% CI)": [
                     f"{_pts(m)} [{_pts(lo)}, {_pts(hi)}]"
                     for m, lo, hi in zip(
                         general["general_change"], general["general_lo"], general["general_hi"], strict=True
                     )
                 ],
+                "items up/down": [
+                    f"+{u:g}/-{d:g} of {n}"
+                    for u, d, n in zip(
+                        general["general_up"], general["general_down"], general["general_n"], strict=True
+                    )
+                ],
+                "general ability": [
+                    general_words(e, m, p)
+                    for e, m, p in zip(
+                        general["equivalent"], general["margin"], general["tost_p"], strict=True
+                    )
+                ],
             }
         )
     return out
+
+
+def general_words(equivalent: bool, margin: float, p: float) -> str:
+    """ "No forgetting" only where the TOST shows the change within the margin; otherwise inconclusive."""
+    m = f"{100 * margin:g}"
+    if equivalent:
+        return f"no forgetting: within ±{m} points (TOST p {_p(p)})"
+    return f"inconclusive: not shown within ±{m} points (TOST p {_p(p)})"
+
+
+def breakdown_table(breakdown: pd.DataFrame) -> pd.DataFrame:
+    """The subset table: Wilson accuracies, Newcombe (or retraining) gains, every row exploratory."""
+    return pd.DataFrame(
+        {
+            "model": breakdown["model"],
+            "subset (exploratory)": breakdown["group"],
+            "examples": breakdown["train_examples"],
+            "n": breakdown["n"],
+            "accuracy": [
+                f"{_pct(a)} [{_pct(lo)}, {_pct(hi)}]"
+                for a, lo, hi in zip(breakdown["accuracy"], breakdown["lo"], breakdown["hi"], strict=True)
+            ],
+            "gain (pts)": [
+                f"{_pts(g)} [{_pts(lo)}, {_pts(hi)}]" if e else ""
+                for g, lo, hi, e in zip(
+                    breakdown["gain"],
+                    breakdown["gain_lo"],
+                    breakdown["gain_hi"],
+                    breakdown["train_examples"],
+                    strict=True,
+                )
+            ],
+        }
+    )
+
+
+def machine_notes(machines: list[dict | None]) -> tuple[list[str], str | None]:
+    """The machines a study's points ran on (one line each, with its point count) and a warning when they
+    differ in anything that changes the numbers (machine.IDENTITY) or some points did not record one."""
+    seen: dict[tuple, list] = {}
+    missing = 0
+    for m in machines:
+        if not m:
+            missing += 1
+            continue
+        seen.setdefault(identity(m), [m, 0])[1] += 1
+    lines = [f"{describe(m)}: {k} point{'s' if k != 1 else ''}" for m, k in seen.values()]
+    warn = None
+    if len(seen) > 1:
+        warn = (
+            f"this study mixes {len(seen)} machines: training is not bit-reproducible across them, so points "
+            "from different machines differ by more than their seeds"
+        )
+    elif missing and seen:
+        warn = f"{missing} point(s) did not record their machine, so the study may mix machines"
+    return lines, warn
 
 
 def points_table(data: StudyData) -> pd.DataFrame:
@@ -251,12 +365,17 @@ def points_table(data: StudyData) -> pd.DataFrame:
         }
         if pd.notna(r["trial"]) and isinstance(r["_correct"], list | tuple):
             row["chosen"] = (r["model"], int(r["train_examples"]), an.setting_key(r)) in chosen_keys
-            mc = mcnemar_test(an.base_vector(data, r["model"]), r["_correct"])
+            base = an.base_vector(data, r["model"])
+            mc = mcnemar_test(base, r["_correct"])
+            gain = newcombe_gain(base, r["_correct"], data.alpha)
             row |= {
                 "fixed": mc.tuned_only,
                 "broken": mc.base_only,
                 "mcnemar_p": mc.pvalue,
                 "mcnemar_exact": mc.exact,
+                "gain": gain.mean,
+                "gain_lo": gain.lo,
+                "gain_hi": gain.hi,
             }
         for name, res in (r.get("general") or {}).items():  # general-ability sets: accuracy per point
             row[f"general_{name}"] = res.get("accuracy")
@@ -286,14 +405,22 @@ def answer_csv(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
                             "gain",
                             "lo",
                             "hi",
+                            "interval",
+                            "fixed",
+                            "broken",
                             "p_above_delta",
+                            "power_delta",
+                            "p_above_zero",
                             "base_answered",
                             "answered",
                         ]
                     }
                     | {
                         "tested": t["train_examples"] in r["answer"].tested,
+                        "passed": t["train_examples"] in r["answer"].passed,
                         "answer": t["train_examples"] == r["answer"].size,
+                        "tested_zero": t["train_examples"] in r["beats"].tested,
+                        "beats_base": t["train_examples"] in r["beats"].passed,
                         "trials": " ".join(str(s["trial"]) for s in t["per_seed"]),
                     }
                 )

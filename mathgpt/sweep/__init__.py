@@ -7,9 +7,9 @@ command started on N machines joins one study; ``workers=N`` starts N local work
 What the study stores is the contract in docs/CONTRACTS.md ("Optuna study").
 
 Modules: ``spec`` (the sweep YAML), ``mathgpt.storage`` (where studies live), ``heartbeat`` (lost trials),
-``slices`` (the study's fixed slices and how points are checked against them), ``trial`` (the run subprocess
-and the objective), ``workers`` (local workers), ``console`` (what a sweep prints; its W&B run is
-``mathgpt.track_study``).
+``slices`` (the study's fixed slices and how points are checked against them), ``resume`` (the same config on
+resume, one base claim), ``trial`` (the run subprocess and the objective), ``workers`` (local workers),
+``console`` (what a sweep prints; its W&B run is ``mathgpt.track_study``).
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from optuna.trial import FrozenTrial
 
 from mathgpt.checker import CHECKER_VERSION
 from mathgpt.config import ConfigError, parse_config
+from mathgpt.redact import redact
 from mathgpt.stats import detectable_gain
-from mathgpt.storage import open_study, rdb_url, resolve_storage
+from mathgpt.storage import check_study_name, open_study, rdb_url, resolve_storage
 from mathgpt.sweep.console import console, fmt_s, summary_table
 from mathgpt.sweep.heartbeat import (
     counts_as_done,
@@ -35,6 +36,7 @@ from mathgpt.sweep.heartbeat import (
     requeue,
     retry_lost_trials,
 )
+from mathgpt.sweep.resume import check_same_config
 from mathgpt.sweep.spec import (
     ParamSpec,
     PrunerSpec,
@@ -113,9 +115,10 @@ def run_sweep(
     sweep, sweep_raw, base_raw = load_sweep(sweep_path)
     if n_trials is not None:
         sweep = sweep.model_copy(update={"n_trials": n_trials})
-    name = study_name or sweep.study
+    name = check_study_name(sweep.study if study_name is None else study_name)  # before anything is written
     out_dir = (Path(output_dir) / name).resolve()
     store, url = resolve_storage(name, storage, output_dir)
+    check_same_config(store, name, sweep_raw, base_raw)  # before a resumed study gets any write
     study = optuna.create_study(
         study_name=name,
         storage=store,
@@ -126,9 +129,13 @@ def run_sweep(
     )
     host = socket.gethostname()
     if not worker:
-        console.print(f"[{name}] storage: {url}")
+        console.print(f"[{name}] storage: {redact(url)}")
         console.print(f"[{name}] {power_line(sweep, base_raw)}")
-        for key, value in (("sweep_config", sweep_raw), ("output_dir", str(out_dir))):
+        for key, value in (
+            ("sweep_config", sweep_raw),
+            ("base_config", base_raw),
+            ("output_dir", str(out_dir)),
+        ):
             if key not in study.user_attrs:
                 study.set_user_attr(key, value)
         lost = retry_lost_trials(study, store, host)

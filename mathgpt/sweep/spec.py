@@ -15,10 +15,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import optuna
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from mathgpt.config import ConfigError, Strict, parse_config, read_yaml, set_dotted, validation_line
+from mathgpt.config import (
+    ConfigError,
+    RunConfig,
+    Strict,
+    parse_config,
+    read_yaml,
+    set_dotted,
+    validation_line,
+)
+from mathgpt.data import DataError, check_name
 from mathgpt.record import KNOBS, knob_values
+from mathgpt.storage import check_study_name
 
 SEED_PARAM = "seed"  # the seeds axis's param name and its run-config key
 # Keys that choose the evaluation slices: a study that varied them could not pair its trials.
@@ -69,6 +79,7 @@ class ReportSpec(Strict):
     delta: float = Field(0.03, ge=0, lt=1)
     alpha: float = Field(0.05, gt=0, lt=1)
     power: float = Field(0.8, gt=0, lt=1)
+    general_margin: float = Field(0.03, gt=0, lt=1)  # general ability: TOST equivalence margin
 
 
 class SweepConfig(Strict):
@@ -82,6 +93,14 @@ class SweepConfig(Strict):
     params: dict[str, ParamSpec] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)  # training seeds: an axis
     report: ReportSpec = ReportSpec()
+
+    @field_validator("study")
+    @classmethod
+    def _study_is_a_folder_name(cls, v: str) -> str:
+        try:
+            return check_study_name(v)
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
 
     @model_validator(mode="after")
     def _consistent(self) -> SweepConfig:
@@ -134,18 +153,26 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, dict[str, Any], dict[str,
     for key, value in sweep.overrides.items():
         base_raw = set_dotted(base_raw, key, value)
     try:
-        parse_config(base_raw)
-    except ConfigError as err:
+        check_datasets(parse_config(base_raw))
+    except (ConfigError, DataError) as err:
         raise ConfigError(f"{path}: base_config with overrides: {err}") from None
     for name, p in sweep.all_params().items():
-        probe = p.choices[0] if p.choices else p.low
+        # Every choice, and both ends of a range: a bad later value must not wait for its trial to fail.
+        probes = list(p.choices) if p.choices else [p.low, p.high]
         if p.type in ("int", "log_int"):
-            probe = int(probe)  # type: ignore[arg-type]
-        try:
-            parse_config(set_dotted(base_raw, p.key, probe))
-        except ConfigError as err:
-            raise ConfigError(f"{path}: param '{name}': {err}") from None
+            probes = [int(v) for v in probes]  # type: ignore[arg-type]
+        for probe in probes:
+            try:
+                check_datasets(parse_config(set_dotted(base_raw, p.key, probe)))
+            except (ConfigError, DataError) as err:
+                raise ConfigError(f"{path}: param '{name}': {err}") from None
     return sweep, raw, base_raw
+
+
+def check_datasets(cfg: RunConfig) -> None:
+    """Every math dataset the run names exists (by name only: nothing is read), before a study is created."""
+    for name in (cfg.data.train, *cfg.data.eval):
+        check_name(name)
 
 
 def make_sampler(spec: SamplerSpec, sweep: SweepConfig) -> optuna.samplers.BaseSampler:

@@ -28,6 +28,7 @@ from mathgpt.record import Point
 from mathgpt.sweep import slices as pts
 from mathgpt.sweep.console import console, fmt_s
 from mathgpt.sweep.heartbeat import HEARTBEAT_S, MAX_RETRY, can_retry, frozen, queued_twice, requeue
+from mathgpt.sweep.resume import claim_base
 from mathgpt.sweep.spec import (
     SweepConfig,
     applied_overrides,
@@ -131,21 +132,25 @@ def run_bases(
         values = {"train.epochs": 0, "eval.at_examples": None, "model.name": model}  # at_examples: 1 epoch
         raw = trial_config(base_raw, values, f"{name}-base", name, base=True)
         run_dir = base_dir(out_dir, model, models).resolve()
-        console.print(f"[{name}] base model {model}: evaluating once for the study in {run_dir}")
-        t0 = time.time()
-        child = spawn_run(raw, run_dir)
-        try:
-            code = child.wait()
-        finally:
-            stop(child)
-        lines = [ln for ln in read_new_points(run_dir / "epochs.jsonl", 0)[0] if ln.point == 0]
-        if code != 0 or not lines:  # without its zero point a study means nothing: stop with one line
-            log = run_dir / "log.txt"
-            raise ConfigError(
-                f"the base run of {model} failed (exit {code}): {last_line(log)} (full log: {log})"
-            )
+        with claim_base(run_dir):  # a sweep started at the same moment waits, then finds the base stored
+            if model in (study.user_attrs.get("bases") or {}):
+                console.print(f"[{name}] base model {model}: evaluated by another sweep on this study")
+                continue
+            console.print(f"[{name}] base model {model}: evaluating once for the study in {run_dir}")
+            t0 = time.time()
+            child = spawn_run(raw, run_dir)
+            try:
+                code = child.wait()
+            finally:
+                stop(child)
+            lines = [ln for ln in read_new_points(run_dir / "epochs.jsonl", 0)[0] if ln.point == 0]
+            if code != 0 or not lines:  # without its zero point a study means nothing: stop with one line
+                log = run_dir / "log.txt"
+                raise ConfigError(
+                    f"the base run of {model} failed (exit {code}): {last_line(log)} (full log: {log})"
+                )
+            store_base(study, model, lines[-1], run_dir)
         line = lines[-1]
-        store_base(study, model, line, run_dir)
         took = fmt_s(time.time() - t0)
         console.print(
             f"[{name}] base {model}: accuracy {line.accuracy:.3f} on {line.n_eval} problems ({took})"
@@ -265,7 +270,10 @@ class Objective:
             raise run.fail(f"no base run for model {cfg.model.name}")
         self._check_checker(run, CHECKER_VERSION, attrs.get("checker_version"))
         console.print(f"{run.label} started in {run_dir}")
-        child = spawn_run(raw, run_dir)
+        try:
+            child = spawn_run(raw, run_dir)
+        except OSError as err:  # its folder cannot be made or written: this trial fails, the study goes on
+            raise run.fail(f"cannot start the run in {run_dir}: {err.strerror or err}") from None
         try:
             code = self._follow(run, child, run_dir / "epochs.jsonl", cfg.eval.at_examples, cfg.train.epochs)
         except KeyboardInterrupt:  # Ctrl-C: this trial did not finish, so the next run redoes it

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mathgpt.redact import redact
 from mathgpt.sweep.console import console
 from mathgpt.sweep.trial import child_env, die_with_parent
 
@@ -52,7 +53,7 @@ def run_workers(
     """Start ``n`` workers on the study, wait for all of them, and return their exit codes."""
     threads = threads_per_worker(n)
     console.print(
-        f"[{name}] {n} local workers on {url}, {threads} torch thread(s) each "
+        f"[{name}] {n} local workers on {redact(url)}, {threads} torch thread(s) each "
         f"({cpu_cores()} cores split: OMP_NUM_THREADS=MKL_NUM_THREADS={threads})"
     )
     env = worker_env(n)

@@ -1,0 +1,92 @@
+"""Where a run ran: CPU model and the flags that change its numbers, or the GPU; threads; library versions.
+
+Training is not bit-reproducible across machines (the same config on two CPU models gave verdicts that differ
+on 4-10 problems per point), so every run records this next to its results and the report warns when a study
+mixes machines. A leaf module: it imports nothing from mathgpt, and torch only when called.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+
+# Flags that change which kernels run (bf16 matmuls, int8 dot products, AMX tiles), hence speed and rounding.
+RELEVANT_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_bf16",
+    "avx512_vnni",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "amx_fp16",
+)
+# What makes two runs' numbers comparable: a study whose points differ in any of these mixes machines.
+IDENTITY = ("cpu", "cpu_flags", "gpu", "torch_threads", "torch", "transformers", "peft")
+
+
+def parse_cpuinfo(text: str) -> tuple[str | None, list[str]]:
+    """The first processor's model name and its RELEVANT_FLAGS (in that order) from /proc/cpuinfo text."""
+    model, flags = None, set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and model is None:
+            model = value.strip()
+        elif key in ("flags", "Features") and not flags:  # "Features" on ARM
+            flags = set(value.split())
+    return model, [f for f in RELEVANT_FLAGS if f in flags]
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info(cpuinfo: str | Path = "/proc/cpuinfo") -> dict:
+    """CPU model and flags, GPU name when CUDA is available, torch threads and library versions."""
+    import torch
+
+    path = Path(cpuinfo)
+    model, flags = parse_cpuinfo(path.read_text()) if path.is_file() else (None, [])
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count()
+    return {
+        "cpu": model or platform.processor() or platform.machine(),
+        "cpu_flags": flags,
+        "cpu_count": usable,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": _version("transformers"),
+        "peft": _version("peft"),
+        "python": platform.python_version(),
+    }
+
+
+def identity(machine: dict) -> tuple:
+    """The fields that make two runs' numbers comparable (IDENTITY), as a hashable key."""
+    return tuple(tuple(machine.get(k) or ()) if k == "cpu_flags" else machine.get(k) for k in IDENTITY)
+
+
+def describe(machine: dict) -> str:
+    """One line for a report's methods: "AMD EPYC (avx512_bf16; 2 threads), torch 2.13.0, ..."."""
+    device = machine.get("gpu") or machine.get("cpu") or "unknown device"
+    flags = ", ".join(machine.get("cpu_flags") or []) or "no listed flags"
+    threads = machine.get("torch_threads")
+    extra = [f"{k} {machine[k]}" for k in ("dtype", "mixed_precision") if machine.get(k)]
+    libs = ", ".join(f"{k} {machine.get(k)}" for k in ("torch", "transformers", "peft", "python"))
+    where = (
+        f"{device} (host {machine.get('cpu')})"
+        if machine.get("gpu")
+        else f"{device} ({flags}; {threads} torch threads)"
+    )
+    return ", ".join([where, libs, *extra])

@@ -1,0 +1,75 @@
+"""Machine info: parsed from /proc/cpuinfo text, recorded by every run, described and compared in reports."""
+
+from __future__ import annotations
+
+import json
+import platform
+
+import torch
+import yaml
+
+from mathgpt.cli import main
+from mathgpt.config import parse_config
+from mathgpt.machine import describe, identity, machine_info, parse_cpuinfo
+from mathgpt.report.tables import machine_notes
+from tests.conftest import tiny_run_config
+
+CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16 avx512_vnni amx_bf16 amx_tile amx_int8 avx512_fp16
+
+processor\t: 1
+model name\t: ignored second core
+flags\t\t: fpu
+"""
+
+
+def test_cpuinfo_gives_the_model_and_the_flags_that_change_kernels(tmp_path) -> None:
+    model, flags = parse_cpuinfo(CPUINFO)
+    assert model == "Intel(R) Xeon(R) Platinum 8480+"
+    assert flags == [
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512_bf16",
+        "avx512_vnni",
+        "avx512_fp16",
+        "amx_tile",
+        "amx_bf16",
+        "amx_int8",
+    ]
+    assert parse_cpuinfo("") == (None, [])
+    (tmp_path / "cpuinfo").write_text(CPUINFO)
+    info = machine_info(tmp_path / "cpuinfo")
+    assert info["cpu"] == model and "amx_bf16" in info["cpu_flags"]
+    assert info["torch_threads"] == torch.get_num_threads() and info["torch"] == torch.__version__
+    assert info["python"] == platform.python_version() and info["transformers"] and info["peft"]
+    assert info["gpu"] == (torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
+    assert machine_info(tmp_path / "missing")["cpu"]  # no /proc/cpuinfo: platform's name, never a crash
+
+
+def test_identity_and_notes_separate_machines_that_change_the_numbers() -> None:
+    a = {"cpu": "AMD EPYC", "cpu_flags": ["avx512_bf16"], "gpu": None, "torch_threads": 2, "torch": "2.13"}
+    assert identity(a) == identity(a | {"python": "3.12", "cpu_count": 8})  # not part of what ran
+    assert identity(a) != identity(a | {"torch_threads": 4})
+    assert describe(a | {"dtype": "float32"}).startswith(
+        "AMD EPYC (avx512_bf16; 2 torch threads), torch 2.13"
+    )
+    lines, warn = machine_notes([a, a, None])
+    assert lines == [describe(a) + ": 2 points"] and "1 point(s) did not record" in warn
+    lines, warn = machine_notes([a, a | {"cpu": "Intel Xeon"}])
+    assert len(lines) == 2 and warn.startswith("this study mixes 2 machines")
+    assert machine_notes([None, None]) == ([], None)
+
+
+def test_a_run_records_its_machine_in_metrics_and_config(tiny_model_dir, tmp_path, write_config) -> None:
+    cfg = write_config(tiny_run_config(tiny_model_dir, train={"epochs": 0}))
+    assert main(["run", str(cfg), "--output-dir", str(tmp_path / "o")]) == 0
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    machine = metrics["machine"]
+    assert machine["cpu"] == machine_info()["cpu"] and machine["torch_threads"] == torch.get_num_threads()
+    assert (machine["dtype"], machine["mixed_precision"]) == ("float32", "no")
+    text = (tmp_path / "o" / "config.yaml").read_text()
+    assert text.splitlines()[0] == f"# machine: {describe(machine)}"
+    assert parse_config(yaml.safe_load(text)).train.epochs == 0  # still the config that ran
