@@ -31,7 +31,7 @@ from mathgpt.config import LoraSettings, ModelConfig, TrainConfig
 from mathgpt.generate import Generation, GenStats, generate
 from mathgpt.model import add_lora, load_model, load_tokenizer
 from mathgpt.prompts import format_prompt
-from mathgpt.synthetic import generate as synthetic
+from mathgpt.synthetic import make_problems as synthetic
 from mathgpt.train import tokenize, train, training_args
 
 sys.path.insert(0, str(Path(__file__).parent))

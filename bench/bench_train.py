@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO))  # this checkout's mathgpt, not whichever one the 
 
 from mathgpt.config import LoraSettings, ModelConfig, TrainConfig  # noqa: E402
 from mathgpt.model import add_lora, load_model, load_tokenizer  # noqa: E402
-from mathgpt.synthetic import generate as synthetic  # noqa: E402
+from mathgpt.synthetic import make_problems as synthetic  # noqa: E402
 from mathgpt.train import IGNORE, CompletionTrainer, LeftPadCollator, completion_loss, tokenize, training_args  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -56,7 +56,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).par
 from gpu_gen import fixed_phase, gen_phase  # noqa: E402
 
 from mathgpt.config import LoraSettings, TrainConfig  # noqa: E402
-from mathgpt.model import KNOWN_CONFIGS, add_lora, apply_liger, count_parameters  # noqa: E402
+from mathgpt.model import KNOWN_CONFIGS, add_lora, apply_liger  # noqa: E402
 from mathgpt.train import IGNORE, CompletionTrainer, LeftPadCollator, Tokenized, training_args  # noqa: E402
 
 LENGTHS = Path(__file__).with_name("gsm8k_train_lengths.json")
@@ -264,11 +264,11 @@ def _train(
     timed = len(clock.times) - a.warmup
     tokens = sum(collate.tokens[a.warmup : a.warmup + timed])
     tok_s = tokens / (t1 - t0)
-    total = count_parameters(base)[1]
+    total = base.num_parameters()
     peak = (
         next((v for k, v in PEAK_BF16.items() if k in torch.cuda.get_device_name()), None) if b.cuda else None
     )
-    trainable, _ = count_parameters(model)
+    trainable, _ = model.get_nb_trainable_parameters()
     return {
         "tokens_per_s": round(tok_s, 1),
         "peak_gib": b.peak_gib(),
@@ -298,7 +298,7 @@ def memory_allows_no_gc(b: Bench, model) -> tuple[bool, float]:
     )
     c = model.config
     est = estimate_peak_memory_gib(
-        cfg, count_parameters(model)[1], 42_000_000, c.hidden_size, c.num_hidden_layers, c.vocab_size
+        cfg, model.num_parameters(), 42_000_000, c.hidden_size, c.num_hidden_layers, c.vocab_size
     )["total"]
     card = torch.cuda.get_device_properties(0).total_memory / 2**30 if b.cuda else float("inf")
     return est < 0.9 * card, round(est, 1)
@@ -327,9 +327,7 @@ def main() -> None:
     b.emit({"phase": "device", "name": dev, "torch": torch.__version__, "dtype": b.dtype})
     t = time.perf_counter()
     base = make_model(b)
-    b.emit(
-        {"phase": "init_random", "s": round(time.perf_counter() - t, 1), "params": count_parameters(base)[1]}
-    )
+    b.emit({"phase": "init_random", "s": round(time.perf_counter() - t, 1), "params": base.num_parameters()})
     no_gc, est = memory_allows_no_gc(b, base)
     b.emit({"phase": "memory_estimate", "no_checkpointing_gib": est, "checkpointing_needed": not no_gc})
 

@@ -30,7 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mathgpt.config import ConfigError  # noqa: E402
-from mathgpt.points import trial_points  # noqa: E402
+from mathgpt.datafiles import nested_subset  # noqa: E402
+from mathgpt.record import trial_points  # noqa: E402
 from mathgpt.sweep import open_study  # noqa: E402
 
 
@@ -71,7 +72,7 @@ def trial_costs(trials: list[FrozenTrial]) -> list[TrialCost]:
     """One row per trial that trained (failed and lost trials before their first point have no cost data)."""
     rows = []
     for t in trials:
-        points = [p for p in trial_points(t) if p["epoch"] > 0]
+        points = [p.model_dump() for p in trial_points(t) if p.epoch > 0]
         if not points or t.state not in (TrialState.COMPLETE, TrialState.PRUNED):
             continue
         overrides = t.user_attrs.get("overrides", {})
@@ -188,7 +189,7 @@ def real_row_tokens(config: str, n: int) -> list[int]:
 
     cfg = load_config(config)
     pool = data.load(cfg.data.train, cfg.data.data_dir, sources=cfg.data.sources)
-    rows = data.nested_subset(pool, n, cfg.seed)
+    rows = nested_subset(pool, n, cfg.seed)
     tok = load_tokenizer(cfg.model.name)
     return [len(r["input_ids"]) for r in tokenize(rows, tok, cfg.data.prompt_format, cfg.data.max_seq_len)]
 

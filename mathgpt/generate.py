@@ -73,13 +73,6 @@ class GenStats:
         }
 
 
-def sum_stats(stats: list[GenStats]) -> GenStats:
-    """Several calls as one (e.g. the evaluation points of a run)."""
-    return GenStats(
-        sum(s.useful_tokens for s in stats), sum(s.slot_tokens for s in stats), sum(s.wall_s for s in stats)
-    )
-
-
 class Progress:
     """One bar per ``generate`` call that moves with every kept token, not only with every finished problem.
 

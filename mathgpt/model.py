@@ -335,12 +335,6 @@ def left_padded(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch
     return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
 
 
-def count_parameters(model) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters())
-
-
 def apply_liger(model) -> bool:
     """Patch Liger's Triton kernels (RMSNorm, RoPE, SwiGLU) into a CUDA model in place; False if not applied.
 

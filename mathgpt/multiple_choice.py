@@ -113,26 +113,29 @@ def general_slice(name: str, size: int, seed: int, data_dir: str | None) -> tupl
     return tuple(choice_slice(load_choices(name, data_dir), size, seed))
 
 
-def prepare_general(cfg) -> None:
-    """Read every ``eval.general`` slice now, so an unknown set or a missing file fails before a run writes."""
-    data_dir = str(Path(cfg.data.data_dir)) if cfg.data.data_dir else None
-    for name in cfg.eval.general:
-        general_slice(name, cfg.eval.general_size, cfg.data.eval_seed, data_dir)
+def general_slices(
+    names: list[str], size: int, seed: int, data_dir: str | Path | None
+) -> dict[str, tuple[ChoiceItem, ...]]:
+    """The seeded slice of every set in ``names`` (``eval.general``), read now: an unknown set or a missing
+    file fails before a run writes anything."""
+    where = str(Path(data_dir)) if data_dir else None
+    return {name: general_slice(name, size, seed, where) for name in names}
 
 
-def evaluate_general(model, tokenizer, cfg, batch_size: int = 16) -> dict:
-    """The ``general`` dict of an epochs.jsonl point (docs/CONTRACTS.md): one entry per ``eval.general`` set.
+def evaluate_general(
+    model, tokenizer, slices: dict[str, tuple[ChoiceItem, ...]], batch_size: int = 16
+) -> dict:
+    """The ``general`` dict of an epochs.jsonl point (docs/CONTRACTS.md): one entry per set of ``slices``.
 
     Slices use ``data.eval_seed``, so every trial of a study (and its base) scores the same items; pair a
     point with the base by ``ids`` / ``fingerprint``.
     """
     out: dict[str, dict] = {}
-    data_dir = str(Path(cfg.data.data_dir)) if cfg.data.data_dir else None
     was_training = model.training
     model.eval()
     try:
-        for name in cfg.eval.general:
-            items = list(general_slice(name, cfg.eval.general_size, cfg.data.eval_seed, data_dir))
+        for name, sliced in slices.items():
+            items = list(sliced)
             t = time.perf_counter()
             rows = score_choices(model, tokenizer, items, batch_size)
             n = len(rows)

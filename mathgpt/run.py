@@ -24,13 +24,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.console import Console
+from rich.table import Table
+from transformers import set_seed
 
 from mathgpt import contamination, data, general, multiple_choice
 from mathgpt.config import ConfigError, RunConfig, dump_config
 from mathgpt.evaluate import EvalSet, evaluate
 from mathgpt.machine import describe, machine_info
-from mathgpt.model import add_lora, count_parameters, load_model, load_tokenizer, meta_model, resolve_device
-from mathgpt.points import Scored, point_line, prediction_rows, sum_gen, summary, without_lists
+from mathgpt.model import add_lora, load_model, load_tokenizer, meta_model, resolve_device
+from mathgpt.record import Point, knob_values
+from mathgpt.scored import Scored, point_line, prediction_rows, sum_gen, summary
 from mathgpt.track import start_run
 from mathgpt.train import tokenize, train, training_args
 
@@ -39,12 +43,6 @@ from mathgpt.train import tokenize, train, training_args
 # unmerged in one run, and in a second run (16 problems) the merged copy ran 2.4 s/step against 3.0 unmerged:
 # not settled by these noisy measurements (bench/bench_train.py --eval-merge); rerun on a quiet machine.
 COPY_MERGE_MAX_BYTES = 0
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 # --- data ------------------------------------------------------------------------------------------------------
@@ -57,6 +55,7 @@ class RunData:
     train: list[data.Example]
     report: list[EvalSet]
     select: list[EvalSet]  # empty when data.select_size is 0
+    choices: dict[str, tuple[general.ChoiceItem, ...]]  # the eval.general slices by set name
     dropped: int = 0  # training rows dropped as contaminated
     n_train_by_source: dict[str, int] = field(default_factory=dict)
 
@@ -101,9 +100,10 @@ def load_data(cfg: RunConfig) -> RunData:
     """Evaluation slices and the training subset (a nested prefix of the pool under ``seed``)."""
     report, select = eval_slices(cfg)
     d = cfg.data
-    multiple_choice.prepare_general(cfg)  # an unknown eval.general set fails here, before any file is written
+    e = cfg.eval  # the general sets are read now: an unknown set fails before any file is written
+    choices = multiple_choice.general_slices(e.general, e.general_size, d.eval_seed, d.data_dir)
     if d.train_size == 0 or cfg.train.epochs == 0:
-        return RunData([], report, select)
+        return RunData([], report, select, choices)
     pool = data.load(d.train, d.data_dir, sources=d.sources)
     dropped = 0
     if d.drop_contaminated:
@@ -112,7 +112,7 @@ def load_data(cfg: RunConfig) -> RunData:
         dropped = len(bad)
         pool = [ex for ex in pool if ex.id not in bad]
     rows = general.mix_train_set(pool, d.train_size, cfg.seed, d.mix, d.data_dir)
-    return RunData(rows, report, select, dropped, general.count_by_source(rows))
+    return RunData(rows, report, select, choices, dropped, general.count_by_source(rows))
 
 
 def check_steps(cfg: RunConfig, n_train: int) -> None:
@@ -261,7 +261,7 @@ def run_experiment(cfg: RunConfig, out_dir: Path) -> dict:
     """Run ``cfg`` and write its files to ``out_dir``; returns what metrics.json holds."""
     t0 = time.perf_counter()
     device = resolve_device(cfg.model)  # refuse CUDA-only settings before touching any file
-    seed_everything(cfg.seed)
+    set_seed(cfg.seed)  # Python, NumPy and torch (and CUDA) generators
     rd = load_data(cfg)
     check_steps(cfg, len(rd.train))
     tokenizer = load_tokenizer(cfg.model.name)  # a bad model name fails here, before any file is written
@@ -288,7 +288,7 @@ def run_experiment(cfg: RunConfig, out_dir: Path) -> dict:
         mode=cfg.tracking.mode,
     )
     try:
-        metrics = _run(cfg, files, device, tokenizer, rd, tracker)
+        metrics = _run(cfg, files, device, tokenizer, rd, tracker, machine)
         metrics.update(
             n_train=len(rd.train),
             n_train_by_source=rd.n_train_by_source,
@@ -304,7 +304,7 @@ def run_experiment(cfg: RunConfig, out_dir: Path) -> dict:
         )
         files.write_json("metrics.json", metrics)
         tracker.summary({k: v for k, v in metrics.items() if isinstance(v, int | float)})
-        print(results_table(metrics))
+        Console(highlight=False, soft_wrap=True).print(results_table(metrics))
         return metrics
     finally:
         tracker.finish()
@@ -316,72 +316,96 @@ def peak_rss_mb() -> float:
 
 
 def _log_point(
-    tracker, files: RunFiles, line: dict, scored: Scored, model_name: str, table_rows: int
+    tracker, files: RunFiles, line: Point, scored: Scored, model_name: str, table_rows: int
 ) -> None:
-    files.append("epochs.jsonl", [line])
-    tracker.log_eval(line)  # x-axes: line["train_examples"] and line["epoch"]
+    files.append("epochs.jsonl", [line.dump()])
+    tracker.log_eval(line)  # x-axes: line.train_examples and line.epoch
     if table_rows:
         cols = ["model", "point", "id", "eval_set", "question", "gold", "output", "extracted", "correct"]
-        rows = [[model_name, line["point"]] + [r[c] for c in cols[2:]] for r in scored.report[:table_rows]]
-        tracker.log_table(f"predictions/{model_name}_point{line['point']}", cols, rows)
+        rows = [[model_name, line.point] + [r[c] for c in cols[2:]] for r in scored.report[:table_rows]]
+        tracker.log_table(f"predictions/{model_name}_point{line.point}", cols, rows)
 
 
-def _run(cfg: RunConfig, files: RunFiles, device: str, tokenizer, rd: RunData, tracker) -> dict:
-    model = load_model(cfg.model, device)
-    steps = {ex.id: ex.steps for s in rd.report + rd.select for ex in s.examples}
-    fingerprints = rd.fingerprints()
-    lines: list[dict] = []
+class PointRecorder:
+    """Evaluates and records each point of one run: both slices in one generate call, the general sets, then the
+    epochs.jsonl line, its predictions and its W&B rows. The time it spends is evaluation time, kept apart from
+    training time (``train_wall``). Called by ``train`` at each scheduled point (``on_point``)."""
 
-    def _general(m) -> dict:
+    def __init__(self, cfg: RunConfig, files: RunFiles, tracker, tokenizer, rd: RunData, machine: dict):
+        self.cfg, self.files, self.tracker, self.tokenizer, self.rd = cfg, files, tracker, tokenizer, rd
+        self.machine = machine  # where it ran (mathgpt.machine): every point carries it
+        self.steps = {ex.id: ex.steps for s in rd.report + rd.select for ex in s.examples}
+        self.fingerprints = rd.fingerprints()
+        self.knobs = knob_values(cfg)
+        self.lines: list[Point] = []
+        self.eval_s = 0.0
+        self.t_train = time.perf_counter()
+
+    def train_wall(self) -> float:
+        return time.perf_counter() - self.t_train - self.eval_s
+
+    def base(self, model) -> Point:
+        info = {"train_examples": 0, "optimizer_steps": 0, "train_tokens": 0, "loss": None}
+        scored = score(model, self.tokenizer, self.cfg, self.rd, "base model")
+        return self._record(scored, "base", info, 0.0, self._general(model))
+
+    def __call__(self, model, info: dict) -> None:
+        t, train_wall = time.perf_counter(), self.train_wall()
+        model.eval()
+        scored = score(model, self.tokenizer, self.cfg, self.rd, f"{info['train_examples']} examples")
+        general_scores = self._general(model)
+        self.eval_s += time.perf_counter() - t  # general scoring is evaluation time, not training time
+        line = self._record(scored, "finetuned", info, train_wall, general_scores)
+        print(
+            f"{line.train_examples} examples (epoch {line.epoch:.2f}, {line.optimizer_steps} steps): "
+            f"accuracy {line.accuracy:.3f} [{line.ci95[0]:.3f}, {line.ci95[1]:.3f}]",
+            flush=True,
+        )
+
+    def _general(self, model) -> dict:
         """General-ability multiple choice (forgetting) at this point; {} when eval.general is empty."""
-        if not cfg.eval.general:
+        if not self.rd.choices:
             return {}
         with preserved_rng():
-            return multiple_choice.evaluate_general(m, tokenizer, cfg, cfg.eval.batch_size)
+            return multiple_choice.evaluate_general(
+                model, self.tokenizer, self.rd.choices, self.cfg.eval.batch_size
+            )
 
-    def record(scored: Scored, model_name: str, info: dict, train_wall: float, general_scores: dict) -> dict:
+    def _record(self, scored: Scored, model_name: str, info: dict, train_wall: float, general: dict) -> Point:
         line = point_line(
-            len(lines) + (0 if cfg.eval.base else 1),
+            len(self.lines) + (0 if self.cfg.eval.base else 1),
             scored,
             info,
-            n_train=len(rd.train),
-            fingerprints=fingerprints,
+            n_train=len(self.rd.train),
+            fingerprints=self.fingerprints,
             train_wall_s=train_wall,
-            general=general_scores,
+            knobs=self.knobs,
+            machine=self.machine,
+            general=general,
         )
-        _log_point(tracker, files, line, scored, model_name, cfg.tracking.predictions_table_rows)
-        files.append("predictions.jsonl", prediction_rows(line, scored, model_name, steps))
-        lines.append(line)
+        _log_point(
+            self.tracker, self.files, line, scored, model_name, self.cfg.tracking.predictions_table_rows
+        )
+        self.files.append("predictions.jsonl", prediction_rows(line, scored, model_name, self.steps))
+        self.lines.append(line)
         return line
 
-    base = None
-    if cfg.eval.base:
-        info0 = {"train_examples": 0, "optimizer_steps": 0, "train_tokens": 0, "loss": None}
-        base = record(score(model, tokenizer, cfg, rd, "base model"), "base", info0, 0.0, _general(model))
+
+def _run(
+    cfg: RunConfig, files: RunFiles, device: str, tokenizer, rd: RunData, tracker, machine: dict
+) -> dict:
+    model = load_model(cfg.model, device)
+    points = PointRecorder(cfg, files, tracker, tokenizer, rd, machine)
+    base = points.base(model) if cfg.eval.base else None
     out = {"base": summary(base), "finetuned": None, "n_eval": sum(len(s.examples) for s in rd.report)}
     if not rd.train:
-        out.update(_totals(lines, 0, 0.0))
+        out.update(_totals(points.lines, 0, 0.0))
         return out
 
     model = add_lora(model, cfg.lora)
-    trainable, total = count_parameters(model)
+    trainable, total = model.get_nb_trainable_parameters()
     rows = tokenize(rd.train, tokenizer, cfg.data.prompt_format, cfg.data.max_seq_len)
-    state = {"eval_s": 0.0}
-    t_train = time.perf_counter()
-
-    def on_point(m, info: dict) -> None:
-        t = time.perf_counter()
-        train_wall = t - t_train - state["eval_s"]
-        m.eval()
-        scored = score(m, tokenizer, cfg, rd, f"{info['train_examples']} examples")
-        general_scores = _general(m)
-        state["eval_s"] += time.perf_counter() - t  # general scoring is evaluation time, not training time
-        line = record(scored, "finetuned", info, train_wall, general_scores)
-        print(
-            f"{line['train_examples']} examples (epoch {line['epoch']:.2f}, {line['optimizer_steps']} steps): "
-            f"accuracy {line['accuracy']:.3f} [{line['ci95'][0]:.3f}, {line['ci95'][1]:.3f}]",
-            flush=True,
-        )
+    points.t_train, points.eval_s = time.perf_counter(), 0.0  # training starts now
 
     def on_log(logs: dict, step: int, examples_seen: int) -> None:
         # the rows the trainer has run (HF's fractional epoch counts batches, not rows)
@@ -409,49 +433,52 @@ def _run(cfg: RunConfig, files: RunFiles, device: str, tokenizer, rd: RunData, t
         args,
         order=cfg.train.order,
         mixed_precision=cfg.train.mixed_precision,
-        on_point=on_point,
+        on_point=points,
         point_steps=point_steps,
         point_epochs=point_epochs,
         on_log=on_log,
     )
-    train_wall = time.perf_counter() - t_train - state["eval_s"]
+    train_wall = points.train_wall()
     model.save_pretrained(files.out / "adapter")
     if cfg.tracking.log_adapter:
         tracker.log_artifact(files.out / "adapter", name=f"{cfg.name}-adapter", type="lora-adapter")
+    lines = points.lines
     out["finetuned"] = summary(lines[-1])
     out.update(
         trainable_params=trainable,
         total_params=total,
-        **_totals(lines, lines[-1]["train_tokens"], train_wall),
+        **_totals(lines, lines[-1].train_tokens, train_wall),
     )
     return out
 
 
-def _totals(lines: list[dict], train_tokens: int, train_wall: float) -> dict:
-    eval_s = sum(ln["eval_wall_s"] for ln in lines)
+def _totals(lines: list[Point], train_tokens: int, train_wall: float) -> dict:
+    eval_s = sum(ln.eval_wall_s for ln in lines)
     return {
-        "points": [without_lists(ln) for ln in lines],
+        "points": [ln.summary_line() for ln in lines],
         "train_tokens": train_tokens,
         "train_tokens_per_s": round(train_tokens / train_wall, 2) if train_tokens else None,
         "train_wall_s": round(train_wall, 2),
         "eval_wall_s": round(eval_s, 2),
         "gen": sum_gen(lines),
-        "checker_version": lines[-1]["checker_version"] if lines else None,
+        "checker_version": lines[-1].checker_version if lines else None,
     }
 
 
-def results_table(m: dict) -> str:
+def results_table(m: dict) -> Table:
+    """The run's last lines on the console: base and fine-tuned accuracy with their intervals, and the run."""
+
     def cell(s: dict | None) -> str:
         return f"{s['accuracy']:.3f}  [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]" if s else "-"
 
-    lines = [
-        f"{'model':<12}{'accuracy  [95% CI]':<30}",
-        f"{'base':<12}{cell(m.get('base')):<30}",
-        f"{'fine-tuned':<12}{cell(m.get('finetuned')):<30}",
-        f"n_eval={m.get('n_eval')} n_train={m.get('n_train')} epochs={m.get('epochs')} "
-        f"batch={m.get('batch_size')} train tok/s={m.get('train_tokens_per_s')} wall={m.get('wall_s')}s",
-    ]
-    return "\n".join(lines)
+    caption = (
+        f"n_eval={m.get('n_eval')} n_train={m.get('n_train')} epochs={m.get('epochs')} batch={m.get('batch_size')} "
+        f"train tok/s={m.get('train_tokens_per_s')} wall={m.get('wall_s')}s"
+    )
+    table = Table("model", "accuracy  [95% CI]", box=None, caption=caption, caption_justify="left")
+    table.add_row("base", cell(m.get("base")))
+    table.add_row("fine-tuned", cell(m.get("finetuned")))
+    return table
 
 
 # --- dry run: size a config without weights ------------------------------------------------------------------
@@ -490,7 +517,7 @@ def dry_run(cfg: RunConfig) -> str:
     c = model.config
     total = sum(p.numel() for p in model.parameters())
     peft_model = add_lora(model, cfg.lora)
-    trainable, _ = count_parameters(peft_model)
+    trainable, _ = peft_model.get_nb_trainable_parameters()
     mem = estimate_peak_memory_gib(cfg, total, trainable, c.hidden_size, c.num_hidden_layers, c.vocab_size)
     lines = [
         f"model          {cfg.model.name} ({c.model_type}, {c.num_hidden_layers} layers, hidden {c.hidden_size})",

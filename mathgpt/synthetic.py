@@ -222,7 +222,7 @@ def split_of(question: str) -> str:
     return "test" if h % TEST_FRACTION == 0 else "train"
 
 
-def generate(split: str, n: int, seed: int = 0) -> list[Example]:
+def make_problems(split: str, n: int, seed: int = 0) -> list[Example]:
     """``n`` distinct problems of ``split`` ("train" or "test"), deterministic in (split, n, seed)."""
     if split not in ("train", "test"):
         raise ValueError(f"synthetic split must be 'train' or 'test', not {split!r}")

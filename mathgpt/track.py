@@ -6,23 +6,21 @@ tracker. ``disabled`` gives a null tracker with the same methods.
 
 Every chart has a real x-axis: training metrics are plotted against ``train/step`` (optimizer steps, with
 ``train/examples_seen`` in the same rows), evaluation metrics against ``eval/examples_seen`` (with
-``eval/epoch``); nothing relies on W&B's own auto-incremented ``_step``. ``read_offline_run`` reads a finished
-offline run back from its ``.wandb`` file with wandb's own record schema, no server needed.
+``eval/epoch``); nothing relies on W&B's own auto-incremented ``_step``. The tests read offline runs back
+(tests/wandb_offline.py).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import socket
-import struct
 import sys
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from mathgpt.record import Point
 from mathgpt.redact import redacted_argv
 
 # Step metrics: each chart's x-axis. W&B plots a metric against the step metric its glob names.
@@ -36,33 +34,29 @@ def study_run_id(study: str) -> str:
     return "study-" + hashlib.sha1(study.encode()).hexdigest()[:16]
 
 
-def eval_metrics(line: dict[str, Any]) -> dict[str, float]:
-    """The charted numbers of one evaluation point (an epochs.jsonl line, docs/CONTRACTS.md), unprefixed.
+def eval_metrics(line: Point) -> dict[str, float]:
+    """The charted numbers of one evaluation point (docs/CONTRACTS.md), unprefixed.
 
-    Rates are over the report slice's ``n_eval`` problems; keys a line lacks are left out, not zeroed.
+    Rates are over the report slice's ``n_eval`` problems.
     """
-    m: dict[str, float] = {"accuracy": line["accuracy"]}
-    if line.get("ci95"):
-        m["ci95_lo"], m["ci95_hi"] = line["ci95"]
-    n = line.get("n_eval") or 0
+    m: dict[str, float] = {"accuracy": line.accuracy}
+    m["ci95_lo"], m["ci95_hi"] = line.ci95
+    n = line.n_eval
     for key, name in (
         ("n_answered", "answered_rate"),
         ("n_no_answer", "no_answer_rate"),
         ("n_ungradable", "ungradable_rate"),
         ("n_truncated", "truncated_rate"),
     ):
-        if n and line.get(key) is not None:
-            m[name] = line[key] / n
-    if line.get("strict_accuracy") is not None:
-        m["strict_accuracy"] = line["strict_accuracy"]
-    for name, s in (line.get("by_set") or {}).items():
+        if n:
+            m[name] = getattr(line, key) / n
+    m["strict_accuracy"] = line.strict_accuracy
+    for name, s in line.by_set.items():
         m[f"{name}/accuracy"] = s["accuracy"]
-    select = line.get("select")
-    if select:
-        m["select/accuracy"] = select["accuracy"]
-        if select.get("ci95"):
-            m["select/ci95_lo"], m["select/ci95_hi"] = select["ci95"]
-    for name, g in (line.get("general") or {}).items():
+    if line.select is not None:
+        m["select/accuracy"] = line.select.accuracy
+        m["select/ci95_lo"], m["select/ci95_hi"] = line.select.ci95
+    for name, g in line.general.items():
         for k in ("accuracy", "accuracy_norm"):
             if g.get(k) is not None:
                 m[f"general/{name}/{k}"] = g[k]
@@ -73,11 +67,10 @@ class NullTracker:
     """Same methods as the W&B tracker, doing nothing (tests, ``tracking.mode: disabled``)."""
 
     mode = "disabled"
-    dir: Path | None = None
 
     def log(self, metrics: dict[str, Any]) -> None: ...
     def log_train(self, step: int, examples_seen: int, metrics: dict[str, Any]) -> None: ...
-    def log_eval(self, line: dict[str, Any]) -> None: ...
+    def log_eval(self, line: Point) -> None: ...
     def log_table(self, name: str, columns: list[str], rows: list[list[Any]]) -> None: ...
     def log_artifact(self, path: Path, name: str, type: str) -> None: ...
     def summary(self, values: dict[str, Any]) -> None: ...
@@ -87,7 +80,6 @@ class NullTracker:
 class WandbTracker:
     def __init__(self, run, mode: str):
         self.run, self.mode = run, mode
-        self.dir = Path(run.dir) if getattr(run, "dir", None) else None
         for m in STEP_METRICS:
             run.define_metric(m)
         run.define_metric("train/*", step_metric=TRAIN_STEP)
@@ -103,10 +95,10 @@ class WandbTracker:
         row = {f"train/{k}": v for k, v in metrics.items() if isinstance(v, int | float) and k != "step"}
         self.run.log({**row, TRAIN_STEP: int(step), TRAIN_EXAMPLES: int(examples_seen)})
 
-    def log_eval(self, line: dict[str, Any]) -> None:
-        """One evaluation point (an epochs.jsonl line): x = its ``train_examples`` and ``epoch``."""
+    def log_eval(self, line: Point) -> None:
+        """One evaluation point: x = its ``train_examples`` and ``epoch``."""
         row = {f"eval/{k}": v for k, v in eval_metrics(line).items()}
-        self.run.log({**row, EVAL_EPOCH: float(line["epoch"]), EVAL_EXAMPLES: int(line["train_examples"])})
+        self.run.log({**row, EVAL_EPOCH: float(line.epoch), EVAL_EXAMPLES: int(line.train_examples)})
 
     def log_table(self, name: str, columns: list[str], rows: list[list[Any]]) -> None:
         import wandb
@@ -227,86 +219,3 @@ def start_run(
     if group and job_type != "study" and getattr(run, "url", None):  # online: the study run's page
         run.config.update({"study_run_url": run.url.rsplit("/", 1)[0] + "/" + study_run_id(group)})
     return WandbTracker(run, mode)
-
-
-# ------------------------------------------------------------------ reading an offline run back, no server
-
-_BLOCK = 32768  # the .wandb file is a LevelDB-style log: 32 KiB blocks of (crc32c, length, type) chunks
-_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
-
-
-def _records(path: Path):
-    data = Path(path).read_bytes()
-    if data[:4] != b":W&B":
-        raise ValueError(f"{path}: not a W&B transaction log")
-    pos, parts = 7, b""  # 7-byte file header: ":W&B", magic 0xBEE1, version
-    while pos + 7 <= len(data):
-        left = _BLOCK - pos % _BLOCK
-        if left < 7:  # a block's tail too short for a chunk header is padding
-            pos += left
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if kind == 0 and length == 0:
-            pos += left
-            continue
-        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
-        parts = chunk if kind in (_FULL, _FIRST) else parts + chunk
-        if kind in (_FULL, _LAST):
-            yield parts
-            parts = b""
-
-
-def read_offline_run(run_dir: Path, wait_s: float = 0.0) -> dict[str, Any]:
-    """``{"id", "job_type", "group", "config", "history", "summary", "metrics": {name: step}, "complete"}``.
-
-    ``run_dir`` is a ``wandb/offline-run-*`` folder (what ``wandb sync`` uploads). Records are parsed with
-    wandb's own protobuf schema (``wandb.proto.wandb_internal_pb2.Record``), as the sync reads them.
-    ``run.finish()`` can return while wandb's service process is still writing the file (seen here: the last
-    rows arrived a moment later), so ``wait_s`` waits for the run's exit record; ``complete`` says if it came.
-    """
-    deadline = time.monotonic() + wait_s
-    while True:
-        out = _read_once(Path(run_dir))
-        if out["complete"] or time.monotonic() >= deadline:
-            return out
-        time.sleep(0.2)
-
-
-def _read_once(run_dir: Path) -> dict[str, Any]:
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    (path,) = run_dir.glob("*.wandb")
-    out: dict[str, Any] = {"id": None, "config": {}, "history": [], "summary": {}, "metrics": {}}
-    out["complete"] = False
-
-    def put(target: dict, item) -> None:
-        keys = list(item.nested_key) or [item.key]
-        for k in keys[:-1]:
-            target = target.setdefault(k, {})
-        target[keys[-1]] = json.loads(item.value_json)
-
-    for raw in _records(path):
-        rec = pb.Record()
-        rec.ParseFromString(raw)
-        kind = rec.WhichOneof("record_type")
-        if kind == "run":
-            out["id"], out["job_type"], out["group"] = rec.run.run_id, rec.run.job_type, rec.run.run_group
-            for item in rec.run.config.update:
-                put(out["config"], item)
-        elif kind == "config":
-            for item in rec.config.update:
-                put(out["config"], item)
-        elif kind == "history":
-            row: dict[str, Any] = {}
-            for item in rec.history.item:
-                put(row, item)
-            out["history"].append(row)
-        elif kind == "summary":
-            for item in rec.summary.update:
-                put(out["summary"], item)
-        elif kind == "metric":
-            name = rec.metric.name or rec.metric.glob_name
-            out["metrics"][name] = rec.metric.step_metric or None
-        elif kind == "exit":
-            out["complete"] = True
-    return out

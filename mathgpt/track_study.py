@@ -18,20 +18,11 @@ from typing import Any
 import optuna
 
 from mathgpt import track
-from mathgpt.points import MATRIX_COLUMNS, trial_points
+from mathgpt.record import KNOB_COLUMNS, MATRIX_COLUMNS, study_bases, study_points
 
 # W&B refuses tables above 200,000 rows (wandb.Table.MAX_ARTIFACT_ROWS); problems.csv in the report
 # artifact always has the full matrix.
 MAX_TABLE_ROWS = 200_000
-TRIAL_KEYS = (
-    "model.name",
-    "seed",
-    "data.train_size",
-    "train.epochs",
-    "train.batch_size",
-    "lora.r",
-    "train.learning_rate",
-)
 CURVE_COLUMNS = [
     "trial",
     "model",
@@ -68,31 +59,35 @@ def _num(x: Any) -> Any:
 def curve_rows(study: optuna.Study) -> list[list[Any]]:
     """One row per evaluation point: each base at 0 examples, then every finished trial's points."""
     rows = []
-    for model, b in (study.user_attrs.get("bases") or {}).items():
-        ci = b.get("ci95") or [None, None]
-        rows.append(["base", model, None, 0, 0.0, b.get("accuracy"), *ci, b.get("n_eval")])
+    for model, b in study_bases(study).items():
+        rows.append(["base", model, None, 0, 0.0, b.accuracy, *b.ci95, b.n_eval])
+    stored = study_points(study)
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        o = t.user_attrs.get("overrides", {})
-        for p in trial_points(t):
-            if p.get("point", p.get("epoch")) == 0:
+        for p in stored[t.number]:
+            if p.point == 0:
                 continue  # a trial's own base line is the base row above
-            ci = p.get("ci95") or [None, None]
-            row = [str(t.number), o.get("model.name"), o.get("seed"), p.get("train_examples"), p.get("epoch")]
-            rows.append(row + [p.get("accuracy"), *ci, p.get("n_eval")])
+            row = [str(t.number), p.knobs["model"], p.knobs["seed"], p.train_examples, p.epoch]
+            rows.append(row + [p.accuracy, *p.ci95, p.n_eval])
     return [[_num(x) for x in r] for r in rows]
 
 
 def trial_rows(study: optuna.Study) -> tuple[list[str], list[list[Any]]]:
     """The trials table: one row per trial, whatever its state, with its last point's accuracy and CI."""
-    cols = ["trial", "state", "value", *TRIAL_KEYS, "accuracy", "ci95_lo", "ci95_hi", "train_examples"]
+    cols = ["trial", "state", "value", *KNOB_COLUMNS, "accuracy", "ci95_lo", "ci95_hi", "train_examples"]
     cols += ["train_tokens", "wall_s", "trial_dir", "fail_reason"]
-    rows = []
+    rows, stored = [], study_points(study)
     for t in study.get_trials(deepcopy=False):
-        o, u, pts = t.user_attrs.get("overrides", {}), t.user_attrs, trial_points(t)
-        last = pts[-1] if pts else {}
-        ci = last.get("ci95") or [None, None]
-        row = [t.number, t.state.name, t.value, *(o.get(k) for k in TRIAL_KEYS), last.get("accuracy"), *ci]
-        row += [last.get("train_examples"), u.get("train_tokens"), u.get("wall_s"), u.get("trial_dir")]
+        u, pts = t.user_attrs, stored[t.number]
+        last = pts[-1] if pts else None
+        knobs = last.knobs if last else {}
+        row = [t.number, t.state.name, t.value, *(knobs.get(k) for k in KNOB_COLUMNS)]
+        row += [last.accuracy, *last.ci95] if last else [None, None, None]
+        row += [
+            last.train_examples if last else None,
+            u.get("train_tokens"),
+            u.get("wall_s"),
+            u.get("trial_dir"),
+        ]
         rows.append([_num(x) for x in row + [u.get("fail_reason")]])
     return cols, rows
 

@@ -206,7 +206,7 @@ class CompletionTrainer(Trainer):
             loss = completion_loss(model, inputs)
         n = num_items_in_batch if num_items_in_batch is not None else (inputs["labels"] != IGNORE).sum()
         loss = loss / n
-        if isinstance(self, CompletionTrainer) and model.training:
+        if model.training:
             self.seen_rows += int(inputs["labels"].shape[0])
             self._tokens = self._tokens + inputs["attention_mask"].sum()
             n_here = (inputs["labels"] != IGNORE).sum()
@@ -270,7 +270,7 @@ class PointHook(TrainerCallback):
 
 
 def training_args(
-    cfg: TrainConfig, *, out_dir: Path, seed: int, device: str, dtype: str, batch_size: int | None = None
+    cfg: TrainConfig, *, out_dir: Path, seed: int, device: str, dtype: str
 ) -> TrainingArguments:
     """Trainer arguments from the run's ``train`` section.
 
@@ -280,7 +280,7 @@ def training_args(
         output_dir=str(out_dir),
         num_train_epochs=cfg.epochs,
         learning_rate=cfg.learning_rate,
-        per_device_train_batch_size=batch_size or cfg.batch_size,
+        per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a fraction of all steps
         lr_scheduler_type=cfg.lr_scheduler,

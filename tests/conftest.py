@@ -15,6 +15,37 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+DATA_MISSING = "../shared/data missing"  # every data-dependent skip carries this reason: one summary line
+
+
+def need_data(path: Path) -> Path:
+    """``path`` when it exists. Otherwise the test fails under CI (``CI=true``: the suite must see real data)
+    and is skipped elsewhere, counted in one summary line."""
+    if path.exists():
+        return path
+    if os.environ.get("CI") == "true":
+        pytest.fail(
+            f"{path} not found: CI runs with ../shared/data (or MATHGPT_DATA_DIR) present", pytrace=False
+        )
+    pytest.skip(DATA_MISSING)
+
+
+def data_root() -> Path:
+    """$MATHGPT_DATA_DIR, else ../shared/data next to the repo."""
+    return Path(os.environ.get("MATHGPT_DATA_DIR") or SHARED_DATA)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """One line per skip reason with its count (pyproject's -rfE lists failures only), data first."""
+    reasons: dict[str, int] = {}
+    for rep in terminalreporter.stats.get("skipped", []):
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    for reason, n in sorted(reasons.items(), key=lambda kv: DATA_MISSING not in kv[0]):
+        tail = " (CI=true fails them)" if DATA_MISSING in reason else ""
+        terminalreporter.write_line(f"{n} test(s) skipped: {reason}{tail}")
+
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"

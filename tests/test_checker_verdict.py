@@ -132,7 +132,14 @@ def _write_run(run: Path, *, old_format: bool = False) -> list[dict]:
     records = []
     for i, (eval_set, gold, output) in enumerate(OUTPUTS):
         dataset = "math" if eval_set == "math500" else "gsm8k"
-        record = {"model": "base", "point": 0, "epoch": 0, "id": f"p{i}", "eval_set": eval_set}
+        record = {
+            "model": "base",
+            "point": 0,
+            "epoch": 0,
+            "id": f"p{i}",
+            "eval_set": eval_set,
+            "grader": dataset,
+        }
         record |= {"gold": gold, "output": output}
         fields = verdict_fields(grade(gold, output, dataset), grade(gold, output, dataset, mode="strict"))
         record |= {"extracted": fields["extracted"], "correct": fields["correct"]} if old_format else fields
@@ -145,7 +152,7 @@ def _write_run(run: Path, *, old_format: bool = False) -> list[dict]:
 def test_regrade_reproduces_stored_verdicts(tmp_path: Path) -> None:
     stored = _write_run(tmp_path / "run")
     lines = regrade(tmp_path / "run")
-    assert len(lines) == 1 and "changed 0" in lines[0]
+    assert len(lines) == 2 and "changed 0" in lines[0] and lines[1].endswith("regraded.jsonl (5 records)")
     assert f"checker {CHECKER_VERSION} -> {CHECKER_VERSION}" in lines[0]
     regraded = [json.loads(x) for x in (tmp_path / "run" / "regraded.jsonl").read_text().splitlines()]
     for before, after in zip(stored, regraded, strict=True):
@@ -153,15 +160,18 @@ def test_regrade_reproduces_stored_verdicts(tmp_path: Path) -> None:
     assert [r["correct"] for r in regraded] == [True, True, False, True, False]
 
 
-def test_regrade_study_and_old_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_regrade_study_reports_every_run_and_refuses_old_records(tmp_path: Path, capsys) -> None:
     _write_run(tmp_path / "study" / "base")  # correct: 72, 5, sqrt(3)/2; (1,234) is not 1234
-    _write_run(tmp_path / "study" / "trial_0", old_format=True)
+    _write_run(tmp_path / "study" / "trial_0")
+    with (tmp_path / "study" / "trial_0" / "predictions.jsonl").open("a") as f:
+        f.write('{"model": "finetuned", "point": 1, "id"')  # a run killed mid-line: its torn last line
     assert main(["regrade", str(tmp_path / "study")]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 2 and all("accuracy 0.600 -> 0.600" in line for line in out)
-    assert "changed 1" in out[1]  # the old record said "wrong" for what is now "no_answer"
-    old = [json.loads(x) for x in (tmp_path / "study" / "trial_0" / "regraded.jsonl").open()]
-    assert old[2]["before"] == {"extracted": None, "correct": False, "status": "wrong"}
+    assert [line.split()[0] for line in out if line.startswith("wrote")] == ["wrote", "wrote"]
+    assert sum("accuracy 0.600 -> 0.600" in line for line in out) == 2
+    _write_run(tmp_path / "old", old_format=True)  # before checker 2.0: no status to compare with
+    assert main(["regrade", str(tmp_path / "old")]) == 2
+    assert "has no 'status' field" in capsys.readouterr().err
 
 
 def test_regrade_bad_path_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from mathgpt import contamination, data
 from mathgpt.cli import main
 from mathgpt.data import DataError, Example
+from tests.conftest import data_root, need_data
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,10 +22,7 @@ PROBLEM = (
 
 @pytest.fixture(scope="module")
 def data_dir() -> Path:
-    path = Path(os.environ.get("MATHGPT_DATA_DIR") or REPO.parent / "shared" / "data")
-    if not (path / "math" / "math500_test.jsonl").is_file():
-        pytest.skip(f"real data not found in {path} (set MATHGPT_DATA_DIR)")
-    return path
+    return need_data(data_root() / "math" / "math500_test.jsonl").parents[1]
 
 
 def ex(i: str, question: str, solution: str = "The answer is 1.") -> Example:

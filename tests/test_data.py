@@ -17,6 +17,8 @@ from mathgpt import data
 from mathgpt.cli import main
 from mathgpt.config import EMBEDDED_MODEL, load_config
 from mathgpt.data import DataError, Example
+from mathgpt.datafiles import nested_subset
+from tests.conftest import data_root, need_data
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "mathinstruct_sample.jsonl"
@@ -24,10 +26,7 @@ FIXTURE = REPO / "tests" / "fixtures" / "mathinstruct_sample.jsonl"
 
 @pytest.fixture(scope="module")
 def data_dir() -> Path:
-    path = Path(os.environ.get("MATHGPT_DATA_DIR") or REPO.parent / "shared" / "data")
-    if not (path / "gsm8k" / "test.jsonl").is_file():
-        pytest.skip(f"real data not found in {path} (set MATHGPT_DATA_DIR)")
-    return path
+    return need_data(data_root() / "gsm8k" / "test.jsonl").parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -142,8 +141,7 @@ def test_run_config_trains_on_local_gsm8k(data_dir, monkeypatch):
     cfg = load_config(REPO / "experiments" / "gsm8k_local.yaml")
     assert (cfg.data.train, cfg.data.eval, cfg.model.name) == ("gsm8k:train", ["gsm8k:test"], EMBEDDED_MODEL)
     monkeypatch.chdir(REPO)  # data_dir is relative to where `mathgpt run` starts
-    if not (REPO / cfg.data.data_dir).is_dir():
-        pytest.skip(f"{cfg.data.data_dir} is not next to the repo")
+    need_data(REPO / cfg.data.data_dir)
     train = data.load(cfg.data.train, cfg.data.data_dir)
     evals = data.load(cfg.data.eval[0], cfg.data.data_dir)
     assert (len(train), len(evals)) == (7473, 1319)
@@ -219,7 +217,6 @@ def test_program_of_thought_markers(source, pot):
 
 
 def test_synthetic_names_call_the_generator():
-    pytest.importorskip("mathgpt.synthetic")
     test = data.load("synthetic:test")
     assert len(test) == data.SYNTHETIC_POOL["test"] and {e.source for e in test} == {"synthetic"}
     assert data.load("synthetic")[:5] == data.load("synthetic:train")[:5]
@@ -264,11 +261,11 @@ def test_held_out_slice_of_math500_keeps_the_level_mix(data_dir):
 def test_nested_subset_is_a_prefix_of_the_larger_one():
     rows = _rows(100)
     for n in (1, 8, 25, 50):
-        assert data.nested_subset(rows, n, seed=3) == data.nested_subset(rows, 2 * n, seed=3)[:n]
-    assert data.nested_subset(rows, 10, seed=3) != data.nested_subset(rows, 10, seed=4)
-    assert sorted(data.nested_subset(rows, 100, seed=3), key=lambda e: int(e.id[2:])) == rows
+        assert nested_subset(rows, n, seed=3) == nested_subset(rows, 2 * n, seed=3)[:n]
+    assert nested_subset(rows, 10, seed=3) != nested_subset(rows, 10, seed=4)
+    assert sorted(nested_subset(rows, 100, seed=3), key=lambda e: int(e.id[2:])) == rows
     with pytest.raises(DataError, match="cannot take 101 training examples from a pool of 100"):
-        data.nested_subset(rows, 101, seed=3)
+        nested_subset(rows, 101, seed=3)
 
 
 def test_fingerprint_depends_on_ids_not_order():

@@ -155,14 +155,14 @@ def test_two_sweeps_started_together_evaluate_the_base_once(tmp_path, monkeypatc
     import threading
     import time
 
-    slow_start = sw.trial.start_run
+    slow_start = sw.trial.spawn_run
 
     def slow_base(raw: dict, run_dir: Path) -> subprocess.Popen:
         if raw["eval"]["base"]:
             time.sleep(1.5)  # a base evaluation takes a while: the second sweep arrives meanwhile
         return slow_start(raw, run_dir)
 
-    monkeypatch.setattr(sw.trial, "start_run", slow_base)
+    monkeypatch.setattr(sw.trial, "spawn_run", slow_base)
     path = write_study(tmp_path, [0, 1], params={"lr": {"key": "train.learning_rate", "type": "categorical",
                                                         "choices": [1e-3]}})  # fmt: skip
     runs = tmp_path / "runs"
@@ -206,7 +206,7 @@ def fake_start(raw, run_dir):  # the stand-in run child of tests/test_sweep_stud
     return subprocess.Popen([sys.executable, "-c", code, str(run_dir / "cfg.yaml"), str(run_dir)],
                             preexec_fn=sw.trial.die_with_parent)
 
-sw.trial.start_run = fake_start
+sw.trial.spawn_run = fake_start
 sys.exit(main(sys.argv[2:]))
 """
 
@@ -259,7 +259,7 @@ def test_sigkill_of_the_sweep_parent_then_rerun_loses_nothing(tmp_path, when):
 @pytest.mark.usefixtures("fake_runs")
 def test_sigkill_of_a_run_child_fails_only_its_trial(tmp_path, monkeypatch):
     """The kernel's OOM killer takes one trial's run: the others and the bases stay, the study stays readable."""
-    started = sw.trial.start_run
+    started = sw.trial.spawn_run
 
     def killed_second_trial(raw: dict, run_dir: Path) -> subprocess.Popen:
         child = started(raw, run_dir)
@@ -267,7 +267,7 @@ def test_sigkill_of_a_run_child_fails_only_its_trial(tmp_path, monkeypatch):
             child.send_signal(signal.SIGKILL)
         return child
 
-    monkeypatch.setattr(sw.trial, "start_run", killed_second_trial)
+    monkeypatch.setattr(sw.trial, "spawn_run", killed_second_trial)
     path = write_study(tmp_path, [0, 1])
     runs = tmp_path / "runs"
     study = sw.run_sweep(path, output_dir=runs, report=False)
@@ -275,7 +275,7 @@ def test_sigkill_of_a_run_child_fails_only_its_trial(tmp_path, monkeypatch):
     assert states[1] != TrialState.COMPLETE and study.trials[1].user_attrs.get("fail_reason")
     done = finished(study)
     assert len(done) >= 3 and len(study.user_attrs["bases"]) == 2
-    monkeypatch.setattr(sw.trial, "start_run", started)
+    monkeypatch.setattr(sw.trial, "spawn_run", started)
     resumed = sw.run_sweep(path, output_dir=runs, report=False)
     assert done <= finished(resumed)
     journal_lines(runs / "s" / "journal.log")
@@ -302,7 +302,7 @@ def test_sigkill_of_a_real_run_child_mid_training_keeps_the_rest(tmp_path, tiny_
 
     from tests.test_sweep import write_sweep
 
-    started = sw.trial.start_run
+    started = sw.trial.spawn_run
 
     def kill_once_training(raw: dict, run_dir: Path) -> subprocess.Popen:
         child = started(raw, run_dir)
@@ -318,7 +318,7 @@ def test_sigkill_of_a_real_run_child_mid_training_keeps_the_rest(tmp_path, tiny_
             threading.Thread(target=killer, daemon=True).start()
         return child
 
-    monkeypatch.setattr(sw.trial, "start_run", kill_once_training)
+    monkeypatch.setattr(sw.trial, "spawn_run", kill_once_training)
     params = {"size": {"key": "data.train_size", "type": "categorical", "choices": [8]}}
     path = write_sweep(tmp_path, tiny_model_dir, params=params, seeds=[0, 1])
     runs = tmp_path / "runs"

@@ -11,14 +11,15 @@ from mathgpt import data, general
 from mathgpt.cli import main
 from mathgpt.config import MixConfig
 from mathgpt.data import DataError
+from mathgpt.datafiles import nested_subset
+from tests.conftest import need_data
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
 def data_dir() -> Path:
-    if not (SHARED / general.INSTRUCTION_SETS["self_instruct"]).is_file():
-        pytest.skip(f"self_instruct not found under {SHARED}")
+    need_data(SHARED / general.INSTRUCTION_SETS["self_instruct"])
     return SHARED
 
 
@@ -46,7 +47,7 @@ def test_mix_counts_rows_by_source_nests_and_fingerprints(data_dir):
     assert general.count_by_source(large) == {"general/self_instruct": 20, "synthetic": 60}
     # Each part is a prefix of its own seeded order: the fingerprint is that of the two nested subsets.
     instr = general.load_instructions("self_instruct", data_dir)
-    expected = data.nested_subset(pool, 30, 3) + data.nested_subset(instr, 10, 3)
+    expected = nested_subset(pool, 30, 3) + nested_subset(instr, 10, 3)
     assert data.fingerprint(small) == data.fingerprint(expected)
     assert {e.id for e in small} <= {e.id for e in large}
     # Spread evenly: every prefix of 4 rows holds exactly one general row.
@@ -54,7 +55,7 @@ def test_mix_counts_rows_by_source_nests_and_fingerprints(data_dir):
         assert sum(e.source != "synthetic" for e in small[k : k + 4]) == 1
     # Another seed draws other rows; fraction 0 and no mix are the plain math subset.
     assert data.fingerprint(general.mix_train_set(pool, 40, 4, mix, data_dir)) != data.fingerprint(small)
-    plain = data.nested_subset(pool, 40, 3)
+    plain = nested_subset(pool, 40, 3)
     assert general.mix_train_set(pool, 40, 3, None, data_dir) == plain
     assert general.mix_train_set(pool, 40, 3, MixConfig(dataset="nope", fraction=0.0), data_dir) == plain
 
@@ -138,7 +139,7 @@ def test_run_with_mix_trains_on_the_stated_fraction(tiny_model_dir, tmp_path, wr
     assert metrics["n_train"] == 32
     assert metrics["n_train_by_source"] == {"general/self_instruct": 8, "synthetic": 24}
     pool, instr = data.load("synthetic:train"), general.load_instructions("self_instruct", data_dir)
-    expected = data.nested_subset(pool, 24, 0) + data.nested_subset(instr, 8, 0)
+    expected = nested_subset(pool, 24, 0) + nested_subset(instr, 8, 0)
     assert metrics["fingerprint"]["train"] == data.fingerprint(expected)
 
 

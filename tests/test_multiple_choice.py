@@ -10,6 +10,7 @@ import torch
 from mathgpt import general, multiple_choice
 from mathgpt.data import fingerprint
 from mathgpt.general import ChoiceItem
+from tests.conftest import need_data
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -72,8 +73,7 @@ def test_loglikelihoods_match_a_hand_computation_on_the_tiny_model(tiny_model_di
 
 
 def test_piqa_and_hellaswag_local_files_as_seeded_slices():
-    if not (SHARED / "general" / "piqa" / "valid.jsonl").is_file():
-        pytest.skip("shared/data/general not found")
+    need_data(SHARED / "general" / "piqa" / "valid.jsonl")
     piqa = general.load_choices("piqa", SHARED)
     hella = general.load_choices("hellaswag", SHARED)
     assert len(piqa) == 1838 and len(hella) == 10042  # the official validation counts
@@ -151,8 +151,7 @@ def test_unknown_general_set_is_one_line():
 @pytest.mark.slow
 def test_smollm2_piqa_accuracy_matches_an_independent_computation():
     """100 PIQA items on the embedded SmolLM2: batched scoring vs one plain forward pass per choice."""
-    if not (SHARED / "general" / "piqa" / "valid.jsonl").is_file():
-        pytest.skip("shared/data/general not found")
+    need_data(SHARED / "general" / "piqa" / "valid.jsonl")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from mathgpt.model import embedded_model_dir
@@ -182,8 +181,7 @@ def test_run_scores_general_sets_at_every_point_paired_by_ids(tiny_model_dir, tm
     from mathgpt.cli import main
     from tests.conftest import tiny_run_config
 
-    if not (SHARED / "general" / "piqa" / "valid.jsonl").is_file():
-        pytest.skip("shared/data/general not found")
+    need_data(SHARED / "general" / "piqa" / "valid.jsonl")
     raw = tiny_run_config(
         tiny_model_dir,
         data={"data_dir": str(SHARED), "eval_size": 4, "train_size": 16},

@@ -26,6 +26,7 @@ from mathgpt.report import analysis as an
 from mathgpt.report import effects as ef
 from mathgpt.report import write_report
 from mathgpt.report.load import MATRIX_COLUMNS, PairingError, load_study
+from tests import records
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 N_SYN, N_MATH = 100, 60
@@ -67,43 +68,24 @@ def vector(fixed: int, broken: int, seed: int) -> list[int]:
     return out
 
 
-def point(size: int, correct: list[int], select: float | None, general: dict | None = None) -> dict:
+def point(size: int, correct: list[int], select: float | None, general: dict | None = None, **knobs) -> dict:
     k = sum(correct)
-    return {
-        "point": 1,
-        "epoch": 1.0,
-        "train_examples": size,
-        "optimizer_steps": size // 8,
-        "train_tokens": 100 * size,
-        "train_wall_s": 1.0,
-        "eval_wall_s": 1.0,
-        "loss": 1.0 / math.log2(size) if size > 1 else None,
-        "accuracy": k / N,
-        "ci95": [0.0, 1.0],
-        "n_eval": N,
-        "n_correct": k,
-        "strict_accuracy": k / N,
-        "n_answered": N - 10,
-        "n_truncated": 10,
-        "n_no_answer": 10,
-        "n_ungradable": 0,
-        "correct": correct,
-        "answered": [1] * (N - 10) + [0] * 10,
-        "status": ["correct" if c else "wrong" for c in correct],
-        "fingerprint": FP,
-        "by_set": {},
-        "select": None
-        if select is None
-        else {
-            "accuracy": select,
-            "ci95": [0, 1],
-            "n_eval": 100,
-            "n_correct": round(100 * select),
-            "fingerprint": "fp-select",
-        },
-        "general": general or {},
-        "checker_version": "3",
-    }
+    return records.point(
+        correct,
+        knobs,
+        train_examples=size,
+        optimizer_steps=size // 8,
+        train_tokens=100 * size,
+        loss=1.0 / math.log2(size) if size > 1 else None,
+        n_answered=N - 10,
+        n_truncated=10,
+        n_no_answer=10,
+        strict_accuracy=k / N,
+        answered=[1] * (N - 10) + [0] * 10,
+        fingerprint=FP,
+        select=None if select is None else records.select([1] * 50 + [0] * 50, accuracy=select),
+        general=general or {},
+    )
 
 
 def base_point(model: str = "tiny", general: dict | None = None) -> dict:
@@ -129,18 +111,12 @@ def add(
     trial_dir: str | None = None,
     checker: str = "3",
     machine: dict | None = None,
+    dropout: float = 0.0,
 ) -> None:
-    over = {
-        "seed": seed,
-        "model.name": model,
-        "data.train_size": size,
-        "train.epochs": 1,
-        "train.batch_size": 8,
-        "lora.r": 8,
-        "lora.alpha": 16,
-        "train.learning_rate": lr,
-    }
-    pt = point(size, correct, select, general) | {"fingerprint": fp, "checker_version": checker}
+    knobs = {"seed": seed, "model": model, "train_size": size, "lora_r": 8, "lora_alpha": 16.0}
+    knobs["lora_dropout"] = dropout
+    pt = point(size, correct, select, general, **knobs, learning_rate=lr)
+    pt |= {"fingerprint": fp, "checker_version": checker}
     if machine is not None:
         pt["machine"] = machine
     study.add_trial(
@@ -148,7 +124,6 @@ def add(
             state=TrialState.COMPLETE,
             value=select if select is not None else pt["accuracy"],
             user_attrs={
-                "overrides": over,
                 "points": [pt],
                 "trial_dir": trial_dir or f"/runs/s/trial_{len(study.trials)}",
                 "train_tokens": 100 * size,
@@ -477,6 +452,18 @@ def test_knob_effects_are_paired_differences() -> None:
     assert set(eff["knob"]) == {"learning_rate"}  # rank, batch, mix, epoch do not vary: no panel
 
 
+def test_a_knob_from_the_table_reaches_the_matrix_and_the_knob_effects() -> None:
+    """LoRA dropout: one row in record.KNOBS; a point carries it, the report pairs it like any other knob."""
+    study = make_study(seeds=(0,))
+    for size, (fixed, broken) in LAW.items():
+        add(study, size, 0, 2e-3, vector(fixed + 10, broken, 0), 0.5, dropout=0.1)
+    data = load_study(study)
+    assert sorted(data.matrix["lora_dropout"].dropna().unique()) == [0.0, 0.1]
+    eff = ef.knob_effects(data)
+    drop = eff[eff["knob"] == "lora_dropout"].set_index("train_examples")
+    assert drop["value"].tolist() == [0.1] * 3 and drop["pairs"].tolist() == [1] * 3
+
+
 def test_examples_needed_recovers_a_logistic_law() -> None:
     study = optuna.create_study(study_name="law", direction="maximize")
     study.set_user_attr("bases", {"tiny": base_point()})
@@ -503,7 +490,7 @@ def test_two_sizes_give_no_r2(tmp_path) -> None:
     for k in ("bases", "eval_problems", "sweep_config"):
         study2.set_user_attr(k, study.user_attrs[k])
     for t in study.trials:
-        if t.user_attrs["overrides"]["data.train_size"] != 128:
+        if t.user_attrs["points"][0]["knobs"]["train_size"] != 128:
             study2.add_trial(t)
     sl = an.slope_fit(load_study(study2), "tiny", np.ones(N, bool))
     assert sl is not None and sl.n_sizes == 2 and math.isnan(sl.r2)

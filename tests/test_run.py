@@ -19,7 +19,7 @@ POINT_KEYS = {
     "point", "epoch", "train_examples", "optimizer_steps", "train_tokens", "train_wall_s", "eval_wall_s", "loss",
     "accuracy", "ci95", "n_eval", "n_correct", "strict_accuracy", "n_answered", "n_truncated", "n_no_answer",
     "n_ungradable", "ids", "correct", "answered", "status", "fingerprint", "by_set", "select", "general",
-    "checker_version", "gen",
+    "checker_version", "gen", "knobs", "machine",
 }  # fmt: skip
 
 
@@ -49,7 +49,10 @@ def test_run_writes_the_output_contract(tiny_model_dir, tmp_path, write_config, 
     assert epochs[2]["train_tokens"] == 2 * epochs[1]["train_tokens"] > 0  # real tokens, padding excluded
     assert epochs[0]["loss"] is None and epochs[1]["loss"] > 0 and epochs[2]["loss"] > 0
     assert all(len(e["correct"]) == len(e["ids"]) == len(e["status"]) == 8 for e in epochs)
-    assert all(e["select"]["n_eval"] == 4 for e in epochs)
+    assert all(
+        e["select"]["n_eval"] == len(e["select"]["correct"]) == len(e["select"]["ids"]) == 4 for e in epochs
+    )
+    assert epochs[1]["knobs"]["lora_r"] == 4 and epochs[1]["knobs"]["train_size"] == 32
     assert epochs[1]["select"]["fingerprint"] == metrics["fingerprint"]["select"]
     assert [p["point"] for p in metrics["points"]] == [0, 1, 2] and "ids" not in metrics["points"][0]
 
@@ -95,13 +98,13 @@ def test_slices_use_eval_seed_only_and_are_disjoint(tiny_model_dir):
 def test_training_changes_only_lora_weights_and_lowers_loss(tiny_model_dir, tmp_path):
     from mathgpt.config import LoraSettings, ModelConfig, TrainConfig
     from mathgpt.model import add_lora, load_model, load_tokenizer
-    from mathgpt.synthetic import generate
+    from mathgpt.synthetic import make_problems
     from mathgpt.train import train, training_args
 
     tok = load_tokenizer(str(tiny_model_dir))
     model = add_lora(load_model(ModelConfig(name=str(tiny_model_dir)), "cpu"), LoraSettings(r=4))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    rows = tokenize(generate("train", 16), tok, "plain", 256)
+    rows = tokenize(make_problems("train", 16), tok, "plain", 256)
     losses = []
     args = training_args(
         TrainConfig(epochs=3, learning_rate=5e-3, batch_size=4, lr_scheduler="constant", logging_steps=1),
@@ -147,12 +150,12 @@ def test_target_only_logits_give_the_full_loss(tiny_model_dir):
     """The loss computed from logits at target positions equals transformers' own loss on the full logits."""
     from mathgpt.config import LoraSettings, ModelConfig
     from mathgpt.model import add_lora, load_model, load_tokenizer
-    from mathgpt.synthetic import generate
+    from mathgpt.synthetic import make_problems
     from mathgpt.train import completion_loss
 
     tok = load_tokenizer(str(tiny_model_dir))
     model = load_model(ModelConfig(name=str(tiny_model_dir)), "cpu")
-    batch = LeftPadCollator(tok.pad_token_id)(tokenize(generate("train", 4), tok, "plain", 256))
+    batch = LeftPadCollator(tok.pad_token_id)(tokenize(make_problems("train", 4), tok, "plain", 256))
     n = (batch["labels"] != IGNORE).sum()
     reference = model(**batch).loss
     assert torch.allclose(completion_loss(model, dict(batch)) / n, reference, atol=1e-5)
@@ -164,7 +167,9 @@ def test_epochs_zero_evaluates_the_base_only(tiny_model_dir, tmp_path, write_con
     cfg = write_config(tiny_run_config(tiny_model_dir, train={"epochs": 0}))
     assert main(["run", str(cfg), "--output-dir", str(tmp_path / "o")]) == 0
     metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
-    assert metrics["finetuned"] is None and metrics["base"]["accuracy"] >= 0
+    base = metrics["base"]
+    assert metrics["finetuned"] is None and [p["point"] for p in metrics["points"]] == [0]
+    assert base["accuracy"] == base["n_correct"] / metrics["n_eval"] == metrics["points"][0]["accuracy"]
     assert not (tmp_path / "o" / "adapter").exists()
 
 
@@ -252,7 +257,9 @@ def test_smollm2_reduced_default_run_end_to_end(tmp_path, write_config, monkeypa
     assert main(["run", str(write_config(raw)), "--output-dir", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_train"] == 32 and metrics["n_eval"] == 16
-    assert metrics["finetuned"]["accuracy"] >= 0 and metrics["train_tokens_per_s"] > 0
+    tuned = metrics["finetuned"]
+    assert tuned["accuracy"] == tuned["n_correct"] / 16 == metrics["points"][-1]["accuracy"]
+    assert metrics["train_tokens_per_s"] > 0
     assert list((out / "wandb").glob("offline-run-*"))  # offline W&B files to `wandb sync` later
 
 

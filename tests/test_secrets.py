@@ -8,10 +8,10 @@ import pytest
 
 from mathgpt.config import parse_config
 from mathgpt.run import run_experiment
-from mathgpt.track import read_offline_run
 from mathgpt.track_study import log_study
 from tests.conftest import tiny_run_config
 from tests.test_track_study import make_study, matrix_for
+from tests.wandb_offline import read_offline_run
 
 # Fake values shaped like the real ones (a W&B key is 40 hex characters, a HF token hf_ + 34 letters).
 WANDB_KEY = "0123456789abcdef0123456789abcdef01234567"

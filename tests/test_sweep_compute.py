@@ -8,6 +8,7 @@ from optuna.trial import TrialState
 
 from bench.sweep_compute import data_curve_share, savings, trial_costs
 from mathgpt.config import ConfigError
+from tests import records
 
 
 def test_one_run_curve_trains_the_largest_prefix_once():
@@ -23,10 +24,10 @@ def test_one_run_curve_trains_the_largest_prefix_once():
 
 def test_at_examples_trial_is_costed_against_separate_runs_per_size():
     points = [
-        {"point": 0, "epoch": 0.0, "train_examples": 0, "train_tokens": 0, "train_wall_s": 0, "eval_wall_s": 1.0},
+        records.point([1], point=0, epoch=0.0, train_examples=0, train_tokens=0, train_wall_s=0, eval_wall_s=1.0),
         *[
-            {"point": i + 1, "epoch": k / 256, "train_examples": k, "train_tokens": 100 * k, "train_wall_s": k / 10,
-             "eval_wall_s": 1.0}
+            records.point([1], point=i + 1, epoch=k / 256, train_examples=k, train_tokens=100 * k,
+                          train_wall_s=k / 10, eval_wall_s=1.0)
             for i, k in enumerate([32, 64, 128, 256])
         ],
     ]  # fmt: skip
@@ -42,8 +43,8 @@ def test_at_examples_trial_is_costed_against_separate_runs_per_size():
 def test_a_curve_from_the_sweeps_own_at_examples_is_costed_from_its_points():
     """The sweep's fixed eval.at_examples is not in a trial's overrides: the points inside the epoch say it."""
     points = [
-        {"point": i + 1, "epoch": k / 128, "train_examples": k, "train_tokens": 100 * k, "train_wall_s": k / 10,
-         "eval_wall_s": 1.0}
+        records.point([1], point=i + 1, epoch=k / 128, train_examples=k, train_tokens=100 * k,
+                      train_wall_s=k / 10, eval_wall_s=1.0)
         for i, k in enumerate([32, 64, 128])
     ]  # fmt: skip
     attrs = {"points": points, "overrides": {"data.train_size": 128, "train.epochs": 1}}

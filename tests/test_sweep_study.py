@@ -17,13 +17,21 @@ import yaml
 from optuna.trial import TrialState
 
 import mathgpt.sweep as sw
+from mathgpt.checker import CHECKER_VERSION
 from mathgpt.config import ConfigError, parse_config
-from mathgpt.sweep.points import SliceMismatch, check_point, ids_fingerprint, normalize, to_study_order
+from mathgpt.record import Point, ids_fingerprint
+from mathgpt.sweep.slices import SliceMismatch, check_point, to_study_order
+from tests import records
 from tests.conftest import tiny_run_config
 from tests.test_sweep import write_sweep
 
+ROOT = Path(__file__).resolve().parents[1]
+
 FAKE_RUN = """
 import hashlib, json, sys, yaml
+sys.path.insert(0, "@ROOT@")  # the repo, for tests.records
+from tests.records import point, select
+from mathgpt.checker import CHECKER_VERSION
 cfg = yaml.safe_load(open(sys.argv[1]))
 out, seed = sys.argv[2], cfg.get("seed", 0)
 ids = [f"p{j}" for j in range(10)]
@@ -33,15 +41,13 @@ if seed == 9:
     ids = [f"q{j}" for j in range(10)]
 fp = hashlib.sha256("\\n".join(sorted(ids)).encode()).hexdigest()[:12]
 
-def line(point, k):
+def line(point_n, k):
     correct = [1 if int(i[1:]) < k / 2 else 0 for i in ids]
     acc = sum(correct) / len(ids)
-    return {"point": point, "epoch": k / 8, "train_examples": k, "accuracy": acc, "n_eval": 10,
-            "ci95": [acc - 0.1, acc + 0.1],
-            "n_correct": sum(correct), "n_ungradable": 1 if k == 8 else 0, "ids": ids, "correct": correct,
-            "answered": [1] * 10, "status": ["correct" if c else "wrong" for c in correct], "fingerprint": fp,
-            "select": {"accuracy": 0.5 + k / 100 + seed / 1000, "n_eval": 4, "fingerprint": "sel"},
-            "general": {}, "checker_version": "cv1"}
+    sel = select([1, 1, 0, 0], "sel", accuracy=0.5 + k / 100 + seed / 1000)
+    knobs = {"model": cfg["model"]["name"], "seed": seed}
+    return point(correct, knobs, point=point_n, epoch=k / 8, train_examples=k, ci95=[acc - 0.1, acc + 0.1],
+                 n_ungradable=1 if k == 8 else 0, ids=ids, fingerprint=fp, select=sel, checker_version=CHECKER_VERSION)
 
 with open(out + "/epochs.jsonl", "a") as f, open(out + "/predictions.jsonl", "a") as p:
     if cfg["eval"]["base"]:
@@ -53,7 +59,7 @@ with open(out + "/epochs.jsonl", "a") as f, open(out + "/predictions.jsonl", "a"
         for n, k in enumerate(cfg["eval"]["at_examples"], 1):
             f.write(json.dumps(line(n, k)) + "\\n")
             f.flush()
-"""
+""".replace("@ROOT@", str(ROOT))
 
 
 @pytest.fixture
@@ -64,9 +70,10 @@ def fake_runs(tmp_path, monkeypatch):
     def fake_start(raw: dict, run_dir: Path) -> subprocess.Popen:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "cfg.yaml").write_text(yaml.safe_dump(raw))
-        return subprocess.Popen([sys.executable, str(script), str(run_dir / "cfg.yaml"), str(run_dir)])
+        cmd = [sys.executable, str(script), str(run_dir / "cfg.yaml"), str(run_dir)]
+        return subprocess.Popen(cmd)
 
-    monkeypatch.setattr(sw.trial, "start_run", fake_start)
+    monkeypatch.setattr(sw.trial, "spawn_run", fake_start)
 
 
 def write_study(tmp_path: Path, seeds: list[int] | None = None, **fields) -> Path:
@@ -102,7 +109,7 @@ def test_seeds_and_models_each_get_their_trials_scored_on_one_slice(tmp_path, fa
     assert attrs["eval_problems"][0] == {"id": "p0", "eval_set": "synthetic:test", "level": None,
                                          "subject": None, "steps": 2}  # fmt: skip
     assert attrs["eval_fingerprint"] == ids_fingerprint(ids) and attrs["select_fingerprint"] == "sel"
-    assert attrs["checker_version"] == "cv1" and attrs["general_ids"] == {}
+    assert attrs["checker_version"] == CHECKER_VERSION and attrs["general_ids"] == {}
     assert set(attrs["bases"]) == {"/fake/a", "/fake/b"}
     assert {Path(b["dir"]).name for b in attrs["bases"].values()} == {"base-a", "base-b"}
     assert all(b["train_examples"] == 0 and "ids" not in b for b in attrs["bases"].values())
@@ -133,7 +140,7 @@ def test_seeds_and_models_each_get_their_trials_scored_on_one_slice(tmp_path, fa
         ]
         assert t.intermediate_values == {4: 0.54 + t.params["seed"] / 1000, 8: 0.58 + t.params["seed"] / 1000}
         assert t.value == pytest.approx(0.58 + t.params["seed"] / 1000)  # the selection slice, last point
-        assert t.user_attrs["checker_version"] == "cv1"
+        assert t.user_attrs["checker_version"] == CHECKER_VERSION
         # What optuna-dashboard shows for a trial: the last point's report-slice accuracy and its interval.
         assert t.user_attrs["accuracy"] == points[-1]["accuracy"]
         assert t.user_attrs["ci95"] == points[-1]["ci95"] == pytest.approx([0.3, 0.5])
@@ -164,7 +171,7 @@ def test_rerun_keeps_the_bases_and_runs_nothing_twice(tmp_path, fake_runs):
             "evaluation slices",
         ),
         ({"report": {"delta": 1.5}}, "'report.delta'"),
-        ({"report": {"power": 0.8, "beta": 1}}, "'report.beta': unknown key"),
+        ({"report": {"power": 0.8, "beta": 1}}, "unknown key 'report.beta'"),
     ],
 )
 def test_bad_study_design_is_one_line(tmp_path, fields, message):
@@ -180,11 +187,9 @@ def test_seed_is_a_grid_axis_and_models_are_listed(tmp_path):
     assert sweep.report.delta == 0.05 and sweep.report.alpha == 0.05 and sweep.report.power == 0.8
 
 
-def test_old_style_lines_become_points():
-    old = {"epoch": 2, "accuracy": 0.5, "ids": ["b", "a"], "correct": [1, 0], "train_examples": None}
-    p = normalize(old, n_train=16)
-    assert p["point"] == 2 and p["train_examples"] == 32 and p["fingerprint"] == ids_fingerprint(["a", "b"])
-    assert to_study_order(p, ["a", "b"])["correct"] == [0, 1]
+def test_points_are_stored_in_the_study_order_and_other_problems_refused():
+    p = Point.model_validate(records.point([1, 0], ids=["b", "a"], fingerprint=ids_fingerprint(["a", "b"])))
+    assert to_study_order(p, ["a", "b"]).correct == [0, 1] and to_study_order(p, ["a", "b"]).ids is None
     check_point(p, ids_fingerprint(["a", "b"]), None)
     with pytest.raises(SliceMismatch, match="differs from the study's"):
         check_point(p, ids_fingerprint(["a", "c"]), None)

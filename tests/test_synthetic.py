@@ -7,24 +7,24 @@ import re
 import sympy
 
 from mathgpt.checker import is_correct
-from mathgpt.synthetic import generate, split_of
+from mathgpt.synthetic import make_problems, split_of
 
 
 def test_deterministic_and_prefix_stable():
-    a, b = generate("train", 50, seed=3), generate("train", 100, seed=3)
+    a, b = make_problems("train", 50, seed=3), make_problems("train", 100, seed=3)
     assert a == b[:50]
-    assert generate("train", 50, seed=4) != a
+    assert make_problems("train", 50, seed=4) != a
 
 
 def test_splits_share_no_problem_text():
-    train = {ex.question for ex in generate("train", 3000)}
-    test = {ex.question for ex in generate("test", 600)}
+    train = {ex.question for ex in make_problems("train", 3000)}
+    test = {ex.question for ex in make_problems("test", 600)}
     assert not train & test
     assert all(split_of(q) == "test" for q in test)
 
 
 def test_every_equation_in_every_solution_is_true_and_ends_in_the_answer():
-    exs = generate("train", 400) + generate("test", 100)
+    exs = make_problems("train", 400) + make_problems("test", 100)
     steps = set()
     for ex in exs:
         lines = ex.solution.splitlines()

@@ -9,27 +9,30 @@ import optuna
 import pandas as pd
 import pytest
 
-from mathgpt.track import read_offline_run, study_run_id
+from mathgpt.track import study_run_id
 from mathgpt.track_study import MATRIX_COLUMNS, build_wandb_report, curve_rows, log_study, report_blocks
+from tests import records
+from tests.wandb_offline import read_offline_run
 
 
 def make_study(tmp_path: Path, name: str = "demo") -> optuna.Study:
     """A finished in-memory study with the user attrs a sweep writes (docs/CONTRACTS.md)."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(study_name=name, direction="maximize")
-    base = {"point": 0, "epoch": 0, "train_examples": 0, "accuracy": 0.25, "ci95": [0.1, 0.5], "n_eval": 8}
-    study.set_user_attr("bases", {"tiny": {**base, "correct": [1, 0] * 4, "dir": "runs/demo/base"}})
+    base = records.point([1, 0] * 4, point=0, epoch=0.0, train_examples=0, accuracy=0.25, ci95=[0.1, 0.5])
+    study.set_user_attr("bases", {"tiny": {**base, "dir": "runs/demo/base"}})
     study.set_user_attr("sweep_config", {"study": name})
     for n, size in enumerate([16, 32]):
         t = study.ask()
-        t.set_user_attr("overrides", {"model.name": "tiny", "seed": 0, "data.train_size": size, "lora.r": 4})
+        knobs = records.KNOBS | {"train_size": size, "lora_r": 4}
         pts = [
-            {
-                **base,
+            base
+            | {
                 "point": i,
                 "epoch": i,
                 "train_examples": size * i,
                 "accuracy": 0.25 + 0.125 * i * (n + 1),
+                "knobs": knobs,
             }
             for i in (0, 1, 2)
         ]
@@ -102,7 +105,7 @@ def test_study_run_offline_has_curve_tables_artifact_and_id(tmp_path, capsys):
         by_trial[2][cols.index("state")] == "FAIL"
         and "out of memory" in by_trial[2][cols.index("fail_reason")]
     )
-    assert by_trial[1][cols.index("accuracy")] == 0.75 and by_trial[1][cols.index("data.train_size")] == 32
+    assert by_trial[1][cols.index("accuracy")] == 0.75 and by_trial[1][cols.index("train_size")] == 32
     cols, data = table("problems")
     assert cols == MATRIX_COLUMNS and len(data) == 4
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from mathgpt.config import LoraSettings, ModelConfig
 from mathgpt.model import add_lora, load_model, load_tokenizer
-from mathgpt.synthetic import generate
+from mathgpt.synthetic import make_problems
 from mathgpt.train import HEAD_CHUNK, IGNORE, LeftPadCollator, completion_loss, tokenize
 
 
@@ -22,7 +22,7 @@ def _setup(tiny_model_dir):
             if "lora_B" in name:
                 p.normal_(0, 0.05)
     model.train()
-    batch = LeftPadCollator(tok.pad_token_id)(tokenize(generate("train", 6), tok, "plain", 256))
+    batch = LeftPadCollator(tok.pad_token_id)(tokenize(make_problems("train", 6), tok, "plain", 256))
     lengths = (batch["labels"] != IGNORE).sum(1)
     assert len(set(lengths.tolist())) > 1  # targets of different lengths: some rows' span holds prompt tokens
     return model, batch

@@ -15,13 +15,15 @@ from tests.conftest import tiny_run_config
 
 
 def _setup(model_dir, **train):
+    from transformers import set_seed
+
     from mathgpt.model import add_lora, load_model, load_tokenizer
-    from mathgpt.run import load_data, seed_everything
+    from mathgpt.run import load_data
 
     cfg = parse_config(
         tiny_run_config(model_dir, train={"lr_scheduler": "constant", "logging_steps": 1, **train})
     )
-    seed_everything(cfg.seed)
+    set_seed(cfg.seed)
     tok = load_tokenizer(cfg.model.name)
     model = add_lora(load_model(cfg.model, "cpu"), cfg.lora)
     return cfg, tok, model, load_data(cfg)

@@ -5,12 +5,12 @@ The one place the report reads run folders (optional: a study copied without its
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from mathgpt.jsonl import read_jsonl
 from mathgpt.report import analysis as an
 from mathgpt.report.load import StudyData
 
@@ -21,11 +21,7 @@ def _records(folder: Any, model: str, point: int | None) -> dict[str, dict[str, 
     if not isinstance(folder, str) or not (path := Path(folder) / "predictions.jsonl").is_file():
         return None
     out = {}
-    for line in path.read_text().splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a torn last line of a run still writing
+    for r in read_jsonl(path):
         if r.get("model") != model or r.get("slice", "report") != "report":
             continue
         if point is not None and r.get("point", point) != point:

@@ -8,7 +8,6 @@ line naming both fingerprints, because pairing different problems would make eve
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,22 +15,19 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from mathgpt.data import DataError
-from mathgpt.points import MATRIX_COLUMNS, trial_points
+from mathgpt.example import DataError
+from mathgpt.record import (
+    KNOB_COLUMNS,
+    MATRIX_COLUMNS,
+    PROBLEM_COLUMNS,
+    SETTING,
+    Point,
+    study_bases,
+    study_points,
+)
 from mathgpt.stats import wilson_ci
 
-# Knobs that define a "setting": everything a point ran with except its seed and its data size.
-SETTING = ["lora_r", "learning_rate", "batch_size", "mix_fraction", "epoch"]
-OVERRIDE_COLUMNS = {
-    "model.name": "model",
-    "seed": "seed",
-    "data.train_size": "train_size",
-    "train.epochs": "epochs",
-    "train.batch_size": "batch_size",
-    "lora.r": "lora_r",
-    "lora.alpha": "lora_alpha",
-    "train.learning_rate": "learning_rate",
-}
+__all__ = ["MATRIX_COLUMNS", "SETTING", "PairingError", "StudyData", "build_matrix", "load_study"]
 
 
 class PairingError(DataError):
@@ -55,43 +51,38 @@ class StudyData:
     fail_reasons: dict[int, str] = field(default_factory=dict)
 
 
-def _mix_fraction(value: Any) -> float:
-    if isinstance(value, Mapping):
-        return float(value.get("fraction") or 0.0)
-    return 0.0 if value is None else float(value)
-
-
-def _point_row(line: Mapping[str, Any], n_problems: int) -> dict[str, Any]:
-    correct = line.get("correct")
-    n = len(correct) if correct is not None else (line.get("n_eval") or n_problems)
-    k = int(sum(correct)) if correct is not None else line.get("n_correct")
-    if k is None and line.get("accuracy") is not None and n:
-        k = round(float(line["accuracy"]) * n)
-    lo, hi = wilson_ci(int(k), int(n)) if n and k is not None else (math.nan, math.nan)
-    select = line.get("select") or {}
-    answered = line.get("answered")
+def _point_row(line: Point) -> dict[str, Any]:
+    n, k = len(line.correct), int(sum(line.correct))
+    lo, hi = wilson_ci(k, n) if n else (math.nan, math.nan)
     return {
-        "point": line.get("point", 0),
-        "train_examples": line.get("train_examples", 0),
-        "epoch": float(line.get("epoch", 0.0)),
-        "optimizer_steps": line.get("optimizer_steps"),
-        "train_tokens": line.get("train_tokens"),
-        "loss": line.get("loss"),
+        "point": line.point,
+        "train_examples": line.train_examples,
+        "epoch": float(line.epoch),
+        "optimizer_steps": line.optimizer_steps,
+        "train_tokens": line.train_tokens,
+        "loss": line.loss,
         "n": n,
         "n_correct": k,
-        "accuracy": (k / n) if n and k is not None else math.nan,
+        "accuracy": k / n if n else math.nan,
         "ci_lo": lo,
         "ci_hi": hi,
-        "n_answered": line.get("n_answered", int(sum(answered)) if answered is not None else None),
-        "n_truncated": line.get("n_truncated"),
-        "select_accuracy": select.get("accuracy"),
-        "select_n": select.get("n_eval"),
-        "fingerprint": line.get("fingerprint"),
-        "general": line.get("general") or {},
-        "_correct": correct,
-        "_answered": answered,
-        "_status": line.get("status"),
+        "n_answered": line.n_answered,
+        "n_truncated": line.n_truncated,
+        "select_accuracy": line.select.accuracy if line.select else None,
+        "select_n": line.select.n_eval if line.select else None,
+        "fingerprint": line.fingerprint,
+        "general": line.general,
+        "_correct": line.correct,
+        "_answered": line.answered,
+        "_status": line.status,
     }
+
+
+ROW_COLUMNS = [
+    "point", "train_examples", "epoch", "optimizer_steps", "train_tokens", "loss", "n", "n_correct", "accuracy",
+    "ci_lo", "ci_hi", "n_answered", "n_truncated", "select_accuracy", "select_n", "fingerprint", "general",
+    "_correct", "_answered", "_status",
+]  # fmt: skip
 
 
 def _check_pair(model: str, where: str, fp: str | None, base_fp: str | None) -> None:
@@ -119,48 +110,41 @@ def load_study(study: optuna.Study) -> StudyData:
         if col not in problems:
             problems[col] = None
     n_problems = len(problems)
-    bases: dict[str, Any] = attrs.get("bases") or {}
+    bases = study_bases(study)
     report_cfg = (attrs.get("sweep_config") or {}).get("report") or {}
     rows: list[dict[str, Any]] = []
     for model, base in bases.items():
-        row = _point_row(base, n_problems)
+        row = _point_row(base)
         rows.append(
             row
             | {"model": model, "trial": pd.NA, "state": "BASE", "seed": pd.NA, "train_examples": 0}
-            | {"trial_dir": base.get("dir")}
+            | {"trial_dir": base.dir}
         )
     states: dict[str, int] = {}
     fails: dict[int, str] = {}
-    only_model = next(iter(bases)) if len(bases) == 1 else None
+    stored = study_points(study)
     for t in study.get_trials(deepcopy=False):
         states[t.state.name] = states.get(t.state.name, 0) + 1
         if t.user_attrs.get("fail_reason"):
             fails[t.number] = str(t.user_attrs["fail_reason"])
-        over = {**t.params, **(t.user_attrs.get("overrides") or {})}
-        knobs = {col: over.get(key) for key, col in OVERRIDE_COLUMNS.items()}
-        knobs["model"] = knobs["model"] or only_model
-        knobs["mix_fraction"] = _mix_fraction(over.get("data.mix"))
-        knobs["trial_dir"] = t.user_attrs.get("trial_dir")
-        for line in trial_points(t):
-            if not line.get("train_examples"):
+        for line in stored[t.number]:
+            if not line.train_examples:
                 continue  # a trial's own base point: the study's per-model base is the one zero point
-            row = _point_row(line, n_problems) | knobs | {"trial": t.number, "state": t.state.name}
-            if row["_correct"] is not None:
-                if row["model"] not in bases:
-                    raise PairingError(
-                        f"trial {t.number}: no base run for model '{row['model']}' in the study"
-                    )
-                if len(row["_correct"]) != n_problems:
-                    raise PairingError(
-                        f"trial {t.number} point {row['point']}: {len(row['_correct'])} results for the "
-                        f"study's {n_problems} report problems"
-                    )
-                where = f"trial {t.number} point {row['point']}"
-                _check_pair(row["model"], where, row["fingerprint"], bases[row["model"]].get("fingerprint"))
-                _check_checker(where, line.get("checker_version"), bases[row["model"]].get("checker_version"))
+            row = _point_row(line) | line.knobs | {"trial": t.number, "state": t.state.name}
+            row["trial_dir"] = t.user_attrs.get("trial_dir")
+            if row["model"] not in bases:
+                raise PairingError(f"trial {t.number}: no base run for model '{row['model']}' in the study")
+            if len(line.correct) != n_problems:
+                raise PairingError(
+                    f"trial {t.number} point {row['point']}: {len(line.correct)} results for the "
+                    f"study's {n_problems} report problems"
+                )
+            where = f"trial {t.number} point {row['point']}"
+            _check_pair(row["model"], where, line.fingerprint, bases[row["model"]].fingerprint)
+            _check_checker(where, line.checker_version, bases[row["model"]].checker_version)
             rows.append(row)
-    columns = list(_point_row({}, 0)) + ["model", "trial", "state", "seed", "mix_fraction", "trial_dir"]
-    columns += [c for c in OVERRIDE_COLUMNS.values() if c not in columns]
+    columns = ROW_COLUMNS + ["model", "trial", "state", "seed", "mix_fraction", "trial_dir"]
+    columns += [c for c in KNOB_COLUMNS if c not in columns]
     points = pd.DataFrame(rows).reindex(columns=columns)
     points["trial"] = points["trial"].astype("Int64")
     points["epoch"] = points["epoch"].astype(float).round(6)
@@ -189,12 +173,7 @@ def build_matrix(points: pd.DataFrame, problems: pd.DataFrame) -> pd.DataFrame:
             continue
         answered = p["_answered"] if isinstance(p.get("_answered"), list | tuple) else [np.nan] * n
         status = p["_status"] if isinstance(p.get("_status"), list | tuple) else [None] * n
-        block = {
-            col: [p.get(col)] * n
-            for col in MATRIX_COLUMNS
-            if col
-            not in {"eval_set", "level", "subject", "steps", "problem_id", "correct", "answered", "status"}
-        }
+        block = {col: [p.get(col)] * n for col in MATRIX_COLUMNS if col not in PROBLEM_COLUMNS}
         block |= {
             "eval_set": problems["eval_set"].tolist(),
             "level": problems["level"].tolist(),

@@ -10,7 +10,7 @@ import optuna
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from mathgpt.points import trial_points
+from mathgpt.record import study_bases, study_points
 from mathgpt.redact import redact
 from mathgpt.report import analysis as an
 from mathgpt.report import effects as ef
@@ -70,11 +70,6 @@ def write_report(
     n_boot: int = an.N_BOOT,
 ) -> Path:
     """Write report.md, report.html, the figures, problems.csv, trials.csv and answer.csv for a study."""
-    if not isinstance(study, optuna.Study):  # the pre-split API took a study name and a storage
-        raise TypeError(
-            f"write_report takes an optuna.Study, not {type(study).__name__}: open it with "
-            "mathgpt.storage.open_study(name, storage, runs_dir)"
-        )
     data = load_study(study)
     out = Path(out_dir) if out_dir is not None else Path("analysis") / check_study_name(data.name)
     out.mkdir(parents=True, exist_ok=True)
@@ -180,13 +175,8 @@ def _context(
         .agg(lambda s: ", ".join(sorted({_num(v) for v in s if pd.notna(v)}, key=str)))
     )
     # Each point's `machine` (docs/CONTRACTS.md): the base runs' and every trial point's with results.
-    machines = [b.get("machine") for b in (study.user_attrs.get("bases") or {}).values()]
-    machines += [
-        ln.get("machine")
-        for t in study.get_trials(deepcopy=False)
-        for ln in trial_points(t)
-        if ln.get("train_examples")
-    ]
+    machines = [b.machine for b in study_bases(study).values()]
+    machines += [ln.machine for pts in study_points(study).values() for ln in pts if ln.train_examples]
     machine_lines, machine_warning = machine_notes(machines)
     dashboard = f"mathgpt dashboard {data.name}" + (
         f" --storage {redact(storage_url)}" if storage_url else ""

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from mathgpt.machine import describe, identity
+from mathgpt.record import KNOB_COLUMNS
 from mathgpt.report import analysis as an
 from mathgpt.report.load import StudyData
 from mathgpt.stats import MIN_SEEDS_RETRAIN, mcnemar_test, newcombe_gain
@@ -346,13 +347,7 @@ def points_table(data: StudyData) -> pd.DataFrame:
                 "point",
                 "train_examples",
                 "epoch",
-                "train_size",
-                "epochs",
-                "lora_r",
-                "lora_alpha",
-                "learning_rate",
-                "batch_size",
-                "mix_fraction",
+                *(c for c in KNOB_COLUMNS if c not in ("model", "seed")),
                 "optimizer_steps",
                 "train_tokens",
                 "loss",

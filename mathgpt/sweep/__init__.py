@@ -7,12 +7,14 @@ command started on N machines joins one study; ``workers=N`` starts N local work
 What the study stores is the contract in docs/CONTRACTS.md ("Optuna study").
 
 Modules: ``spec`` (the sweep YAML), ``mathgpt.storage`` (where studies live), ``heartbeat`` (lost trials),
-``points`` (slices and points), ``resume`` (the same config on resume, one base claim), ``trial`` (the run
-subprocess and the objective), ``workers`` (local workers), ``tracking`` (console and W&B).
+``slices`` (the study's fixed slices and how points are checked against them), ``resume`` (the same config on
+resume, one base claim), ``trial`` (the run subprocess and the objective), ``workers`` (local workers),
+``console`` (what a sweep prints; its W&B run is ``mathgpt.track_study``).
 """
 
 from __future__ import annotations
 
+import itertools
 import socket
 import time
 from pathlib import Path
@@ -20,13 +22,14 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial
 
-from mathgpt.config import parse_config
+from mathgpt.checker import CHECKER_VERSION
+from mathgpt.config import ConfigError, parse_config
 from mathgpt.redact import redact
 from mathgpt.stats import detectable_gain
 from mathgpt.storage import check_study_name, open_study, rdb_url, resolve_storage
+from mathgpt.sweep.console import console, fmt_s, summary_table
 from mathgpt.sweep.heartbeat import (
     counts_as_done,
-    grid_taken,
     is_stale,
     pid_alive,
     remaining_trials,
@@ -49,15 +52,14 @@ from mathgpt.sweep.spec import (
     suggest,
     trial_config,
 )
-from mathgpt.sweep.tracking import console, fmt_s, summary_table
-from mathgpt.sweep.trial import TrialFailed, make_objective, read_new_lines, run_bases, start_run
+from mathgpt.sweep.trial import Objective, TrialFailed, read_new_points, run_bases, spawn_run
 from mathgpt.sweep.workers import run_workers
 
 __all__ = [
     "ParamSpec", "PrunerSpec", "ReportSpec", "SamplerSpec", "SweepConfig", "TrialFailed", "applied_overrides",
-    "counts_as_done", "fmt_params", "grid_taken", "is_stale", "load_sweep", "make_objective", "make_pruner",
-    "make_sampler", "open_study", "pid_alive", "rdb_url", "read_new_lines", "remaining_trials", "requeue",
-    "resolve_storage", "retry_lost_trials", "run_name", "run_sweep", "start_run", "suggest", "trial_config",
+    "Objective", "counts_as_done", "fmt_params", "is_stale", "load_sweep", "make_pruner",
+    "make_sampler", "open_study", "pid_alive", "rdb_url", "read_new_points", "remaining_trials", "requeue",
+    "resolve_storage", "retry_lost_trials", "run_name", "run_sweep", "spawn_run", "suggest", "trial_config",
 ]  # fmt: skip
 
 
@@ -75,6 +77,22 @@ def power_line(sweep: SweepConfig, base_raw: dict) -> str:
     if over_zero > r.delta or over_delta >= 1.0:
         return f"warning: {text}; a gain of {r.delta:.3f} is below this slice's detection limit"
     return text
+
+
+def grid_points(sweep: SweepConfig) -> list[dict]:
+    """Every point of a grid sweep, as {param name: value}, in the order the YAML lists the choices."""
+    grid = sweep.grid()
+    return [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+
+
+def check_checker(study: optuna.Study, out_dir: Path) -> None:
+    """Refuse to add trials graded by this checker to a study graded by another (one line, exit 2)."""
+    stored = study.user_attrs.get("checker_version")
+    if stored and stored != CHECKER_VERSION:
+        raise ConfigError(
+            f"study {study.study_name} was graded by checker {stored}, this is checker {CHECKER_VERSION}: "
+            f"run `mathgpt regrade {out_dir}` first"
+        )
 
 
 def run_sweep(
@@ -100,7 +118,6 @@ def run_sweep(
     name = check_study_name(sweep.study if study_name is None else study_name)  # before anything is written
     out_dir = (Path(output_dir) / name).resolve()
     store, url = resolve_storage(name, storage, output_dir)
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say what happened
     check_same_config(store, name, sweep_raw, base_raw)  # before a resumed study gets any write
     study = optuna.create_study(
         study_name=name,
@@ -125,6 +142,10 @@ def run_sweep(
         if lost:
             console.print(f"[{name}] re-queued trials lost by a dead worker: {lost}")
         run_bases(study, sweep, base_raw, out_dir, name)
+        check_checker(study, out_dir)
+        if sweep.sampler.type == "grid":  # queued once by the launcher, so two workers never get one point
+            for params in grid_points(sweep):
+                study.enqueue_trial(params, skip_if_exists=True)
     if workers > 1:
         run_workers(workers, sweep_path, url, name, output_dir, n_trials)
     else:
@@ -185,7 +206,7 @@ def _work(
     console.print(f"[{name}] {todo} trial(s) to run in this worker")
     if todo:
         study.optimize(
-            make_objective(sweep, base_raw, out_dir, name, host),
+            Objective(sweep, base_raw, out_dir, name, host),
             n_trials=todo,
             timeout=sweep.timeout_s,
             catch=(TrialFailed,),

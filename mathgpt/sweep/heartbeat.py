@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 HEARTBEAT_S = 10.0  # how often a running trial proves its worker is alive
 GRACE_S = 120.0  # silence after which a trial on another host counts as lost
+MAX_RETRY = 2  # re-queues of one grid point (lost worker, killed run child) before it stays failed
 
 
 def pid_alive(pid: int) -> bool:
@@ -45,20 +46,23 @@ def is_stale(trial: FrozenTrial, now: float, host: str, grace_s: float = GRACE_S
 
 
 def counts_as_done(trial: FrozenTrial) -> bool:
-    """Finished trials that count towards n_trials (a lost trial does not: its retry does)."""
-    u = trial.user_attrs
-    return trial.state.is_finished() and not u.get("lost") and not u.get("duplicate")
+    """Finished trials that count towards n_trials (a re-queued trial does not: its retry does)."""
+    return (
+        trial.state.is_finished()
+        and not trial.user_attrs.get("requeued")
+        and not trial.user_attrs.get("duplicate")
+    )
 
 
-def grid_taken(me: FrozenTrial, trials: list[FrozenTrial]) -> bool:
-    """Whether an earlier live trial already holds ``me``'s grid point.
-
-    Two workers that ask at the same moment near the end of a grid can both be given the last point (Optuna's
-    GridSampler then re-evaluates a visited one); the later trial steps aside instead of running it twice.
-    """
-    grid_id = me.system_attrs.get("grid_id")
-    return grid_id is not None and any(
-        t.number < me.number and t.system_attrs.get("grid_id") == grid_id and not t.user_attrs.get("lost")
+def queued_twice(me: FrozenTrial, trials: list[FrozenTrial]) -> bool:
+    """Whether an earlier trial holds ``me``'s queued grid point. The launcher queues each point once
+    (``enqueue_trial(skip_if_exists=True)``), but two launchers starting at the same moment on one RDB can both
+    queue it (Optuna documents that race); the later copy then steps aside instead of running it twice."""
+    params = me.system_attrs.get("fixed_params")
+    return params is not None and any(
+        t.number < me.number
+        and t.system_attrs.get("fixed_params") == params
+        and not t.user_attrs.get("requeued")
         for t in trials
     )
 
@@ -86,25 +90,34 @@ def retry_lost_trials(
         if not is_stale(t, now, host, grace_s):
             continue
         tid = trial_id(storage, study, t.number)
+        retry = can_retry(t)
         try:
             storage.set_trial_user_attr(tid, "lost", True)
+            storage.set_trial_user_attr(tid, "requeued", retry)
             storage.set_trial_user_attr(tid, "fail_reason", "worker lost mid-trial (killed or hung)")
             storage.set_trial_state_values(tid, TrialState.FAIL)
         except UpdateFinishedTrialError:
             continue
-        requeue(study, t)
-        requeued.append(t.number)
+        if retry:
+            requeue(study, t)
+            requeued.append(t.number)
     return requeued
 
 
+def can_retry(t: FrozenTrial | optuna.Trial, max_retry: int = MAX_RETRY) -> bool:
+    """Whether ``t`` may be queued again: it is fewer than ``max_retry`` retries deep."""
+    return int(t.user_attrs.get("retry_depth", 0)) < max_retry
+
+
 def requeue(study: optuna.Study, t: FrozenTrial) -> None:
-    """Queue a fresh trial with ``t``'s params; the next free worker runs it before sampling anything new."""
+    """Queue a fresh trial with ``t``'s params, one retry deeper; the next free worker runs it before sampling
+    anything new. The caller marks ``t`` ``requeued`` (so it does not count as done) while it still runs."""
     retry = optuna.trial.create_trial(
         state=TrialState.WAITING,
         params=t.params,
         distributions=t.distributions,
-        user_attrs={"retry_of": t.number},
-        system_attrs=t.system_attrs,  # keeps the grid sampler's grid_id
+        user_attrs={"retry_of": t.number, "retry_depth": int(t.user_attrs.get("retry_depth", 0)) + 1},
+        system_attrs=t.system_attrs,  # keeps the grid point (fixed_params / grid_id)
     )
     study.add_trial(retry)
 

@@ -15,10 +15,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import optuna
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from mathgpt.config import ConfigError, RunConfig, parse_config, read_yaml, set_dotted
+from mathgpt.config import (
+    ConfigError,
+    RunConfig,
+    Strict,
+    parse_config,
+    read_yaml,
+    set_dotted,
+    validation_line,
+)
 from mathgpt.data import DataError, check_name
+from mathgpt.record import KNOBS, knob_values
 from mathgpt.storage import check_study_name
 
 SEED_PARAM = "seed"  # the seeds axis's param name and its run-config key
@@ -27,11 +36,7 @@ SLICE_KEYS = ("data.eval", "data.eval_seed", "data.eval_size", "data.select_size
               "eval.general_size", "data.data_dir")  # fmt: skip
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ParamSpec(_Strict):
+class ParamSpec(Strict):
     key: str  # dotted run-config key, e.g. data.train_size, train.epochs, lora.r, model.name
     type: Literal["categorical", "int", "log_int", "float", "log_float"]
     choices: list[int | float | str | bool] | None = None
@@ -51,12 +56,12 @@ class ParamSpec(_Strict):
         return self
 
 
-class SamplerSpec(_Strict):
+class SamplerSpec(Strict):
     type: Literal["tpe", "random", "grid"] = "tpe"
     seed: int = 0
 
 
-class PrunerSpec(_Strict):
+class PrunerSpec(Strict):
     type: Literal["none", "median", "hyperband", "wilcoxon"] = "none"
     # median: trials that finish before any pruning and the points a trial always gets.
     n_startup_trials: int = Field(3, ge=0)
@@ -68,7 +73,7 @@ class PrunerSpec(_Strict):
     p_threshold: float = Field(0.1, gt=0, lt=1)
 
 
-class ReportSpec(_Strict):
+class ReportSpec(Strict):
     """What the answer asks for: the smallest gain (accuracy points as a fraction) worth claiming."""
 
     delta: float = Field(0.03, ge=0, lt=1)
@@ -77,7 +82,7 @@ class ReportSpec(_Strict):
     general_margin: float = Field(0.03, gt=0, lt=1)  # general ability: TOST equivalence margin
 
 
-class SweepConfig(_Strict):
+class SweepConfig(Strict):
     study: str
     base_config: str  # a run config YAML, relative to the sweep file
     overrides: dict[str, Any] = Field(default_factory=dict)  # dotted keys applied to every trial
@@ -143,10 +148,7 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, dict[str, Any], dict[str,
     try:
         sweep = SweepConfig.model_validate(raw)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "<root>"
-        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-        raise ConfigError(f"{path}: '{where}': {msg}") from None
+        raise ConfigError(f"{path}: {validation_line(err)}") from None
     base_raw = read_yaml((path.parent / sweep.base_config).resolve())
     for key, value in sweep.overrides.items():
         base_raw = set_dotted(base_raw, key, value)
@@ -224,22 +226,9 @@ def trial_config(
 
 
 def applied_overrides(raw: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """What a trial actually ran with: its searched keys plus the ones the report plots and pairs by."""
-    cfg = parse_config(raw)
-    out = {
-        **values,
-        "seed": cfg.seed,
-        "model.name": cfg.model.name,
-        "data.train_size": cfg.data.train_size,
-        "train.epochs": cfg.train.epochs,
-        "train.batch_size": cfg.train.batch_size,
-        "lora.r": cfg.lora.r,
-        "lora.alpha": cfg.lora.lora_alpha,
-        "train.learning_rate": cfg.train.learning_rate,
-    }
-    if cfg.data.mix is not None:
-        out["data.mix"] = cfg.data.mix.model_dump()
-    return out
+    """What a trial actually ran with: its searched keys plus every knob (``record.KNOBS``) by its config key."""
+    knobs = knob_values(parse_config(raw))
+    return {**values, **{k.key: knobs[k.column] for k in KNOBS}}
 
 
 def fmt_params(params: dict[str, Any]) -> str:

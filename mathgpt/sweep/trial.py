@@ -15,16 +15,19 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
 import yaml
 
+from mathgpt.checker import CHECKER_VERSION
 from mathgpt.config import ConfigError, parse_config
-from mathgpt.sweep import points as pts
-from mathgpt.sweep.heartbeat import HEARTBEAT_S, frozen, grid_taken, requeue
+from mathgpt.record import Point
+from mathgpt.sweep import slices as pts
+from mathgpt.sweep.console import console, fmt_s
+from mathgpt.sweep.heartbeat import HEARTBEAT_S, MAX_RETRY, can_retry, frozen, queued_twice, requeue
 from mathgpt.sweep.resume import claim_base
 from mathgpt.sweep.spec import (
     SweepConfig,
@@ -35,7 +38,6 @@ from mathgpt.sweep.spec import (
     suggest,
     trial_config,
 )
-from mathgpt.sweep.tracking import console, fmt_s
 
 POLL_S = 0.5  # how often epochs.jsonl is checked for a new line
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
@@ -46,15 +48,15 @@ class TrialFailed(RuntimeError):
     """A run that exited non-zero or was scored on other problems; the study records FAIL and goes on."""
 
 
-def read_new_lines(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
-    """Complete JSON lines appended to ``path`` since byte ``offset``; a half-written line waits."""
+def read_new_points(path: Path, offset: int) -> tuple[list[Point], int]:
+    """Complete points appended to ``path`` (epochs.jsonl) since byte ``offset``; a half-written line waits."""
     if not path.exists():
         return [], offset
     with path.open("rb") as f:
         f.seek(offset)
         chunk = f.read()
     end = chunk.rfind(b"\n") + 1
-    lines = [json.loads(line) for line in chunk[:end].splitlines() if line.strip()]
+    lines = [Point.model_validate_json(line) for line in chunk[:end].splitlines() if line.strip()]
     return lines, offset + end
 
 
@@ -77,7 +79,7 @@ def child_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path}
 
 
-def start_run(raw: dict[str, Any], run_dir: Path) -> subprocess.Popen:
+def spawn_run(raw: dict[str, Any], run_dir: Path) -> subprocess.Popen:
     """Write the run's config and start `mathgpt run` on it, output to run_dir/log.txt."""
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = run_dir / "trial_config.yaml"
@@ -136,36 +138,35 @@ def run_bases(
                 continue
             console.print(f"[{name}] base model {model}: evaluating once for the study in {run_dir}")
             t0 = time.time()
-            child = start_run(raw, run_dir)
+            child = spawn_run(raw, run_dir)
             try:
                 code = child.wait()
             finally:
                 stop(child)
-            lines = [ln for ln in read_new_lines(run_dir / "epochs.jsonl", 0)[0] if pts.point_index(ln) == 0]
+            lines = [ln for ln in read_new_points(run_dir / "epochs.jsonl", 0)[0] if ln.point == 0]
             if code != 0 or not lines:  # without its zero point a study means nothing: stop with one line
                 log = run_dir / "log.txt"
                 raise ConfigError(
                     f"the base run of {model} failed (exit {code}): {last_line(log)} (full log: {log})"
                 )
-            store_base(study, model, pts.normalize(lines[-1], 0), run_dir)
+            store_base(study, model, lines[-1], run_dir)
         line = lines[-1]
         took = fmt_s(time.time() - t0)
         console.print(
-            f"[{name}] base {model}: accuracy {line['accuracy']:.3f} on {line['n_eval']} problems ({took})"
+            f"[{name}] base {model}: accuracy {line.accuracy:.3f} on {line.n_eval} problems ({took})"
         )
 
 
-def store_base(study: optuna.Study, model: str, line: dict[str, Any], run_dir: Path) -> None:
+def store_base(study: optuna.Study, model: str, line: Point, run_dir: Path) -> None:
     attrs = study.user_attrs
     if "eval_problems" not in attrs:
         problems = pts.eval_problems(run_dir, line)
-        checker = line.get("checker_version") or metrics_scalars(run_dir).get("checker_version")
         fixed = {
             "eval_problems": problems,
-            "eval_fingerprint": pts.line_fingerprint(line),
+            "eval_fingerprint": line.fingerprint,
             "select_fingerprint": pts.select_fingerprint(line),
             "general_ids": pts.general_ids(line),
-            "checker_version": checker,
+            "checker_version": line.checker_version,
         }
         for key, value in fixed.items():
             study.set_user_attr(key, value)
@@ -177,126 +178,185 @@ def store_base(study: optuna.Study, model: str, line: dict[str, Any], run_dir: P
     except pts.SliceMismatch as err:
         raise ConfigError(f"base run of {model}: {err}") from None
     bases = dict(attrs.get("bases") or {})
-    bases[model] = point | {"dir": str(run_dir)}
+    bases[model] = point.stored() | {"dir": str(run_dir)}
     study.set_user_attr("bases", bases)
 
 
 # ------------------------------------------------------------------------------------------- objective
 
 
-def make_objective(
-    sweep: SweepConfig, base_raw: dict[str, Any], out_dir: Path, name: str, host: str
-) -> Callable[[optuna.Trial], float]:
-    """The thin adapter: suggest, start the same run a single experiment uses, report every point."""
-    wilcoxon = sweep.pruner.type == "wilcoxon"
+def exit_reason(code: int, log: Path) -> str:
+    """One line on how a run child ended: the signal that killed it (the OOM killer sends SIGKILL), else its
+    exit code and its log's last line."""
+    if code < 0:
+        name = signal.Signals(-code).name
+        hint = " (out of memory?)" if -code == signal.SIGKILL else ""
+        return f"killed by {name}{hint}"
+    return f"exit {code}: {last_line(log)}"
 
-    def objective(trial: optuna.Trial) -> float:
-        t0 = time.time()
-        study = trial.study
-        trial.set_user_attr("worker", {"host": host, "pid": os.getpid()})
-        trial.set_user_attr("heartbeat", t0)
-        values = suggest(trial, sweep.all_params())
-        if grid_taken(frozen(study, trial.number), study.get_trials(deepcopy=False)):
+
+@dataclass
+class _TrialRun:
+    """What one trial has so far: its points, for the attributes written when it ends however it ends."""
+
+    trial: optuna.Trial
+    label: str
+    t0: float = field(default_factory=time.time)
+    points: list[Point] = field(default_factory=list)
+
+    def record(self, state: str) -> None:
+        trial, points = self.trial, self.points
+        trial.set_user_attr("points", [p.stored() for p in points])
+        trial.set_user_attr("train_tokens", points[-1].train_tokens if points else 0)
+        trial.set_user_attr("wall_s", round(time.time() - self.t0, 2))
+        if points:  # shown as-is by optuna-dashboard: the report-slice accuracy of the last point
+            last = points[-1]
+            trial.set_user_attr("accuracy", last.accuracy)
+            trial.set_user_attr("ci95", last.ci95)
+            trial.set_user_attr("train_examples", last.train_examples)
+            trial.set_user_attr("checker_version", last.checker_version)
+        console.print(f"{self.label} {state} in {fmt_s(time.time() - self.t0)}")
+
+    def fail(self, reason: str) -> TrialFailed:
+        self.trial.set_user_attr("fail_reason", reason)
+        self.record(f"FAILED ({reason})")
+        return TrialFailed(reason)
+
+
+class Objective:
+    """The thin adapter: suggest, start the same run a single experiment uses, report every point.
+
+    A run child killed by a signal (the OOM killer's SIGKILL) fails its trial and queues a retry with the same
+    params, at most ``max_retry`` deep (``retry_depth`` on the retry); the study's checker version must be the
+    one this worker grades with, or every trial is refused until ``mathgpt regrade`` re-scores the study.
+    """
+
+    def __init__(
+        self,
+        sweep: SweepConfig,
+        base_raw: dict[str, Any],
+        out_dir: Path,
+        name: str,
+        host: str,
+        max_retry: int = MAX_RETRY,
+    ):
+        self.sweep, self.base_raw, self.out_dir, self.name, self.host = sweep, base_raw, out_dir, name, host
+        self.max_retry = max_retry
+        self.wilcoxon = sweep.pruner.type == "wilcoxon"
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        run = _TrialRun(trial, f"trial {trial.number} [{fmt_params(trial.params)}]")
+        trial.set_user_attr("worker", {"host": self.host, "pid": os.getpid()})
+        trial.set_user_attr("heartbeat", run.t0)
+        values = suggest(trial, self.sweep.all_params())
+        if queued_twice(frozen(trial.study, trial.number), trial.study.get_trials(deepcopy=False)):
             trial.set_user_attr("duplicate", True)
-            trial.set_user_attr("fail_reason", "grid point already taken by another worker")
+            trial.set_user_attr(
+                "fail_reason", "grid point queued twice (two launchers at once); the first runs it"
+            )
             raise TrialFailed("duplicate grid point")
-        raw = trial_config(base_raw, values, run_name(name, trial.number, trial.params), name)
-        run_dir = (out_dir / f"trial_{trial.number}").resolve()
+        raw = trial_config(self.base_raw, values, run_name(self.name, trial.number, trial.params), self.name)
+        run_dir = (self.out_dir / f"trial_{trial.number}").resolve()
         trial.set_user_attr("trial_dir", str(run_dir))
-        label = f"trial {trial.number} [{fmt_params(trial.params)}]"
+        run.label = f"trial {trial.number} [{fmt_params(trial.params)}]"
         try:
             trial.set_user_attr("overrides", applied_overrides(raw, values))
         except ConfigError as err:
             trial.set_user_attr("fail_reason", f"bad config: {err}")
             raise TrialFailed(str(err)) from None
         cfg = parse_config(raw)
-        at = cfg.eval.at_examples
-        expected = len(at) if at else cfg.train.epochs
-        attrs = study.user_attrs
-        eval_ids = [p["id"] for p in attrs.get("eval_problems") or []]
-        points: list[dict[str, Any]] = []
-        warned: set[str] = set()
-
-        def record(state: str) -> None:
-            trial.set_user_attr("points", points)
-            trial.set_user_attr("train_tokens", points[-1].get("train_tokens", 0) if points else 0)
-            trial.set_user_attr("wall_s", round(time.time() - t0, 2))
-            if points:  # shown as-is by optuna-dashboard: the report-slice accuracy of the last point
-                last = points[-1]
-                trial.set_user_attr("accuracy", last.get("accuracy"))
-                trial.set_user_attr("ci95", last.get("ci95"))
-                trial.set_user_attr("train_examples", last.get("train_examples"))
-            if points and points[-1].get("checker_version"):
-                trial.set_user_attr("checker_version", points[-1]["checker_version"])
-            console.print(f"{label} {state} in {fmt_s(time.time() - t0)}")
-
-        def fail(reason: str) -> TrialFailed:
-            trial.set_user_attr("fail_reason", reason)
-            record(f"FAILED ({reason})")
-            return TrialFailed(reason)
-
+        attrs = trial.study.user_attrs
         if cfg.model.name not in (attrs.get("bases") or {}):
-            raise fail(f"no base run for model {cfg.model.name}")
-        console.print(f"{label} started in {run_dir}")
+            raise run.fail(f"no base run for model {cfg.model.name}")
+        self._check_checker(run, CHECKER_VERSION, attrs.get("checker_version"))
+        console.print(f"{run.label} started in {run_dir}")
         try:
-            child = start_run(raw, run_dir)
+            child = spawn_run(raw, run_dir)
         except OSError as err:  # its folder cannot be made or written: this trial fails, the study goes on
-            raise fail(f"cannot start the run in {run_dir}: {err.strerror or err}") from None
-        offset, beat = 0, t0
+            raise run.fail(f"cannot start the run in {run_dir}: {err.strerror or err}") from None
         try:
-            while True:
-                code = child.poll()
-                new, offset = read_new_lines(run_dir / "epochs.jsonl", offset)
-                for raw_line in (ln for ln in new if pts.point_index(ln) > 0):
-                    line = pts.normalize(raw_line, cfg.data.train_size)
-                    try:
-                        pts.check_point(line, attrs.get("eval_fingerprint"), attrs.get("select_fingerprint"))
-                        point = pts.to_study_order(line, eval_ids)
-                    except pts.SliceMismatch as err:
-                        stop(child)
-                        raise fail(str(err)) from None
-                    points.append(point)
-                    value, k = pts.objective_value(point), len(points)
-                    step = int(point["train_examples"]) if at else int(round(float(point["epoch"])))
-                    if wilcoxon:  # one step per problem and point, so the test pairs the same problems
-                        sel = point.get("select") or {}
-                        correct = sel.get("correct") or point["correct"]
-                        for i, c in enumerate(correct):
-                            trial.report(float(c), step=(k - 1) * len(correct) + i)
-                    else:
-                        trial.report(value, step=step)
-                    rate = pts.ungradable_rate(point)
-                    if rate is not None and rate > UNGRADABLE_WARN and "ungradable" not in warned:
-                        warned.add("ungradable")
-                        console.print(f"{label} warning: {rate:.1%} of answers ungradable at point {k}")
-                    eta = (time.time() - t0) / k * max(expected - k, 0)
-                    console.print(
-                        f"{label} point {k}/{expected} ({'examples' if at else 'epoch'} {step}) "
-                        f"value {value:.3f} report acc {point['accuracy']:.3f} eta {fmt_s(eta)}"
-                    )
-                    if k < expected and trial.should_prune():
-                        stop(child)
-                        record(f"pruned at point {k}")
-                        raise optuna.TrialPruned(f"pruned at point {k}")
-                if code is not None:
-                    break
-                if time.time() - beat > HEARTBEAT_S:
-                    beat = time.time()
-                    trial.set_user_attr("heartbeat", beat)
-                time.sleep(POLL_S)
+            code = self._follow(run, child, run_dir / "epochs.jsonl", cfg.eval.at_examples, cfg.train.epochs)
         except KeyboardInterrupt:  # Ctrl-C: this trial did not finish, so the next run redoes it
             trial.set_user_attr("lost", True)
             trial.set_user_attr("fail_reason", "interrupted")
-            requeue(study, frozen(study, trial.number))
+            self._retry(trial)
             raise
         finally:
             stop(child)
-        if code != 0 or not points:
-            reason = last_line(run_dir / "log.txt") if code != 0 else "the run wrote no evaluation point"
-            raise fail(f"exit {code}: {reason}")
+        if code != 0 or not run.points:
+            reason = (
+                exit_reason(code, run_dir / "log.txt") if code != 0 else "the run wrote no evaluation point"
+            )
+            if code < 0 and self._retry(trial):
+                reason += f"; queued again (retry {int(trial.user_attrs.get('retry_depth', 0)) + 1})"
+            raise run.fail(reason)
         trial.set_user_attr("run_dir_metrics", metrics_scalars(run_dir))
-        value = pts.objective_value(points[-1])
-        record(f"done, value {value:.3f}")
+        value = pts.objective_value(run.points[-1])
+        run.record(f"done, value {value:.3f}")
         return value
 
-    return objective
+    def _retry(self, trial: optuna.Trial) -> bool:
+        """Queue ``trial``'s params again unless it is ``max_retry`` retries deep; returns whether queued."""
+        if not can_retry(trial, self.max_retry):
+            return False
+        trial.set_user_attr("requeued", True)
+        requeue(trial.study, frozen(trial.study, trial.number))
+        return True
+
+    def _check_checker(self, run: _TrialRun, version: str, study_version: str | None) -> None:
+        if study_version and version != study_version:
+            raise run.fail(
+                f"graded by checker {version}, the study's points by checker {study_version}: run "
+                f"`mathgpt regrade {self.out_dir}` first"
+            )
+
+    def _follow(
+        self, run: _TrialRun, child: subprocess.Popen, epochs: Path, at: list[int] | None, n_epochs: int
+    ) -> int:
+        """Tail the child's points until it exits; report each, stop the child when pruned or refused."""
+        trial, attrs = run.trial, run.trial.study.user_attrs
+        eval_ids = [p["id"] for p in attrs.get("eval_problems") or []]
+        expected = len(at) if at else n_epochs
+        offset, beat, warned = 0, run.t0, False
+        while True:
+            code = child.poll()
+            new, offset = read_new_points(epochs, offset)
+            for line in (ln for ln in new if ln.point > 0):
+                try:
+                    pts.check_point(line, attrs.get("eval_fingerprint"), attrs.get("select_fingerprint"))
+                    self._check_checker(run, line.checker_version, attrs.get("checker_version"))
+                    point = pts.to_study_order(line, eval_ids)
+                except pts.SliceMismatch as err:
+                    stop(child)
+                    raise run.fail(str(err)) from None
+                except TrialFailed:
+                    stop(child)
+                    raise
+                run.points.append(point)
+                value, k = pts.objective_value(point), len(run.points)
+                step = point.train_examples if at else int(round(point.epoch))
+                if self.wilcoxon:  # one step per problem and point, so the test pairs the same problems
+                    correct = pts.pruning_vector(point)
+                    for i, c in enumerate(correct):
+                        trial.report(float(c), step=(k - 1) * len(correct) + i)
+                else:
+                    trial.report(value, step=step)
+                rate = pts.ungradable_rate(point)
+                if rate is not None and rate > UNGRADABLE_WARN and not warned:
+                    warned = True
+                    console.print(f"{run.label} warning: {rate:.1%} of answers ungradable at point {k}")
+                eta = (time.time() - run.t0) / k * max(expected - k, 0)
+                console.print(
+                    f"{run.label} point {k}/{expected} ({'examples' if at else 'epoch'} {step}) "
+                    f"value {value:.3f} report acc {point.accuracy:.3f} eta {fmt_s(eta)}"
+                )
+                if k < expected and trial.should_prune():
+                    stop(child)
+                    run.record(f"pruned at point {k}")
+                    raise optuna.TrialPruned(f"pruned at point {k}")
+            if code is not None:
+                return code
+            if time.time() - beat > HEARTBEAT_S:
+                beat = time.time()
+                trial.set_user_attr("heartbeat", beat)
+            time.sleep(POLL_S)

@@ -1,8 +1,8 @@
 """Local workers: ``mathgpt sweep ... --workers N`` starts N worker processes on the same study storage.
 
 Each worker is the same sweep command joined to the study (``--storage URL --study NAME --worker``), so what
-keeps points from running twice is what already keeps separate machines apart: the sampler plus
-``grid_taken``. The cores are split between the workers: each worker and its run children get
+keeps points from running twice is what already keeps separate machines apart: the launcher queues every
+grid point once, and each worker takes the next queued one. The cores are split between the workers: each worker and its run children get
 ``OMP_NUM_THREADS = MKL_NUM_THREADS = cores // N``. Without it every process runs one thread per core; two
 workers on one PostgreSQL study on the 2-core machine took 8 min 12 s for a 128-example trial that takes about
 2 minutes alone (issue 13), fewer trials per hour than one worker.
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from mathgpt.redact import redact
-from mathgpt.sweep.tracking import console
+from mathgpt.sweep.console import console
 from mathgpt.sweep.trial import child_env, die_with_parent
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")

@@ -9,7 +9,7 @@ import optuna
 from rich.console import Console
 from rich.table import Table
 
-from mathgpt.points import trial_points
+from mathgpt.record import study_points
 from mathgpt.sweep.spec import fmt_params
 
 console = Console(highlight=False, markup=False, soft_wrap=True)  # one line per event, even in a CI log
@@ -27,9 +27,10 @@ def summary_table(study: optuna.Study) -> Table:
     table = Table(title=title)
     for col in ("trial", "params", "accuracy by point", "value", "state", "wall"):
         table.add_column(col)
+    stored = study_points(study)
     for t in study.get_trials(deepcopy=False):
-        points = trial_points(t)
-        accs = " ".join(f"{p['accuracy']:.3f}" for p in points)
+        points = stored[t.number]
+        accs = " ".join(f"{p.accuracy:.3f}" for p in points)
         reason = t.user_attrs.get("fail_reason")
         state = t.state.name + (f" ({reason[:60]})" if reason else "")
         value = f"{t.value:.3f}" if t.value is not None else ""
