@@ -27,10 +27,11 @@ from pathlib import Path
 import torch
 
 from mathgpt.checker import grade
-from mathgpt.config import LoraSettings, ModelConfig, TrainConfig
+from mathgpt.config import LoraSettings, TrainConfig
 from mathgpt.generate import Generation, GenStats, generate
 from mathgpt.model import add_lora, load_model, load_tokenizer
 from mathgpt.prompts import format_prompt
+from mathgpt.run import lora_settings, trainer_settings
 from mathgpt.synthetic import make_problems as synthetic
 from mathgpt.train import tokenize, train, training_args
 
@@ -81,20 +82,20 @@ def main() -> None:
     a = p.parse_args()
     torch.manual_seed(0)
     tok = load_tokenizer(EMBEDDED)
-    base = load_model(ModelConfig(name=EMBEDDED), "cpu")
+    base = load_model(EMBEDDED, device="cpu")
     if a.adapter and (a.adapter / "adapter_config.json").is_file():
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(base, a.adapter)
     else:
-        model = add_lora(base, LoraSettings(r=16))
+        model = add_lora(base, **lora_settings(LoraSettings(r=16)))
         rows = tokenize(synthetic("train", a.train_examples), tok, "chat", 384)
         args = training_args(
-            TrainConfig(epochs=1, learning_rate=1e-3, batch_size=8, logging_steps=100),
             out_dir=Path(tempfile.mkdtemp()),
             seed=0,
             device="cpu",
             dtype="float32",
+            **trainer_settings(TrainConfig(epochs=1, learning_rate=1e-3, batch_size=8, logging_steps=100)),
         )
         train(model, tok, rows, args, mixed_precision="bf16")
         if a.adapter:

@@ -43,8 +43,9 @@ from transformers import Trainer, TrainerCallback
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's mathgpt, not whichever one the environment installed
 
-from mathgpt.config import LoraSettings, ModelConfig, TrainConfig  # noqa: E402
+from mathgpt.config import LoraSettings, TrainConfig  # noqa: E402
 from mathgpt.model import add_lora, load_model, load_tokenizer  # noqa: E402
+from mathgpt.run import lora_settings, trainer_settings  # noqa: E402
 from mathgpt.synthetic import make_problems as synthetic  # noqa: E402
 from mathgpt.train import IGNORE, CompletionTrainer, LeftPadCollator, completion_loss, tokenize, training_args  # noqa: E402
 
@@ -52,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from results import write_section  # noqa: E402
 
 BATCH, LR, SEED = 8, 1e-3, 0
-LORA = LoraSettings(r=16, dropout=0.0, target_modules="all-linear")
+LORA = lora_settings(LoraSettings(r=16, dropout=0.0, target_modules="all-linear"))
 
 
 def old_loss(model, inputs, *, use_cache: bool | None) -> torch.Tensor:
@@ -137,7 +138,7 @@ def project(
             return super()._get_train_sampler(train_dataset)
 
     cfg = TrainConfig(epochs=1, learning_rate=LR, batch_size=BATCH, lr_scheduler="constant", logging_steps=1)
-    args = training_args(cfg, out_dir=out, seed=SEED, device="cpu", dtype="float32")
+    args = training_args(out_dir=out, seed=SEED, device="cpu", dtype="float32", **trainer_settings(cfg))
     args.disable_tqdm = True
     clock = StepClock()
     trainer = Variant(
@@ -158,7 +159,7 @@ def measure_eval_merge(base, tok, n: int, max_new: int) -> str:
     from mathgpt.generate import generate
     from mathgpt.prompts import format_prompt
 
-    model = add_lora(copy.deepcopy(base), LORA)
+    model = add_lora(copy.deepcopy(base), **LORA)
     for name, p in model.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=1e-3)  # a non-zero adapter, as after training
@@ -202,13 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-merge", action="store_true", help="also time evaluation: merged copy vs unmerged")
     a = p.parse_args(argv)
     tok = load_tokenizer(a.model)
-    base = load_model(ModelConfig(name=a.model), "cpu")
+    base = load_model(a.model, device="cpu")
     rows = tokenize(synthetic("train", a.examples), tok, "chat", 384)
     tokens = sum(len(r["input_ids"]) for r in rows)
 
     def fresh():
         torch.manual_seed(SEED)
-        return add_lora(copy.deepcopy(base), LORA)
+        return add_lora(copy.deepcopy(base), **LORA)
 
     results: dict[str, list[tuple[list[float], list[float], float]]] = {}
     plan = [

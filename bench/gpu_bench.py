@@ -57,11 +57,14 @@ from gpu_gen import fixed_phase, gen_phase  # noqa: E402
 
 from mathgpt.config import LoraSettings, TrainConfig  # noqa: E402
 from mathgpt.model import KNOWN_CONFIGS, add_lora, apply_liger  # noqa: E402
+from mathgpt.run import lora_settings, trainer_settings  # noqa: E402
 from mathgpt.train import IGNORE, CompletionTrainer, LeftPadCollator, Tokenized, training_args  # noqa: E402
 
 LENGTHS = Path(__file__).with_name("gsm8k_train_lengths.json")
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-LORA = LoraSettings(r=16, alpha=32, dropout=0.05, target_modules=TARGETS)  # experiments/mistral7b_lora.yaml
+LORA = lora_settings(
+    LoraSettings(r=16, alpha=32, dropout=0.05, target_modules=TARGETS)
+)  # experiments/mistral7b_lora.yaml
 PEAK_BF16 = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, no sparsity
 EOS = PAD = 2  # Mistral's </s>; random rows use ids >= 3
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
@@ -200,7 +203,7 @@ def train_phase(
     b: Bench, base, kind: str, *, gc_on: bool, liger: bool = False, need_liger: bool = True, budget: int = 0
 ) -> dict:
     """One training slice with a fresh adapter on ``base``; the adapter is removed again whatever happens."""
-    model = add_lora(base, LORA)
+    model = add_lora(base, **LORA)
     try:
         return _train(b, base, model, kind, gc_on=gc_on, liger=liger, need_liger=need_liger, budget=budget)
     finally:
@@ -250,7 +253,7 @@ def _train(
         cfg = TrainConfig(
             epochs=1, learning_rate=2e-4, batch_size=8, lr_scheduler="constant", logging_steps=10_000
         )
-        args = training_args(cfg, out_dir=out_dir, seed=0, device=b.device, dtype=b.dtype)
+        args = training_args(out_dir=out_dir, seed=0, device=b.device, dtype=b.dtype, **trainer_settings(cfg))
         args.max_steps, args.disable_tqdm = steps, True
         cls = CompletionTrainer
         if budget:
@@ -338,7 +341,7 @@ def main() -> None:
         b.attempt("project_no_gc", train_phase, b, base, "project", need_s=need, gc_on=False)
     budget = dict(budget=a.token_budget)
     b.attempt("project_token_budget", train_phase, b, base, "project", need_s=need, gc_on=True, **budget)
-    gen_model = add_lora(base, LORA).eval()  # evaluation runs the unmerged adapter, as run.py does
+    gen_model = add_lora(base, **LORA).eval()  # evaluation runs the unmerged adapter, as run.py does
     gen_need = 10 if a.tiny else 75  # a 64-row batch to ~450 tokens at ~0.1-0.15 s per step
     b.attempt("static_b64", gen_phase, b, gen_model, "static", a.gen_static, a.gen_batch, need_s=gen_need)
     b.attempt("drop_b64", gen_phase, b, gen_model, "drop", a.gen_static, a.gen_batch, need_s=gen_need)

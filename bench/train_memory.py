@@ -29,15 +29,16 @@ def step(model_name: str, rows: int, loss_kind: str, threads: int) -> str:
     import torch
 
     from bench.bench_train import old_loss
-    from mathgpt.config import LoraSettings, ModelConfig
+    from mathgpt.config import LoraSettings
     from mathgpt.data import load
     from mathgpt.model import add_lora, load_model, load_tokenizer
+    from mathgpt.run import lora_settings
     from mathgpt.train import IGNORE, LeftPadCollator, completion_loss, tokenize
 
     torch.set_num_threads(threads)
     tok = load_tokenizer(model_name)
     lora = LoraSettings(r=16, dropout=0.0, target_modules="all-linear")
-    model = add_lora(load_model(ModelConfig(name=model_name), "cpu"), lora).train()
+    model = add_lora(load_model(model_name, device="cpu"), **lora_settings(lora)).train()
     batch = LeftPadCollator(tok.pad_token_id)(tokenize(load("gsm8k:train")[:rows], tok, "auto", 512))
     n = (batch["labels"] != IGNORE).sum()
     start = time.perf_counter()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from mathgpt.config import ConfigError, ModelConfig
+from mathgpt.config import ConfigError
 from mathgpt.model import adapter_base, check_adapter_base, load_model, reason
 
 METHODS = ("linear", "cat", "ties", "dare_linear", "dare_ties")
@@ -68,7 +68,7 @@ def merge_adapters(
     out = Path(out)
     check_out(out, adapters)  # before any weight is read, and nothing is ever deleted
     names = [f"a{i}" for i in range(len(adapters))]
-    model = load_model(ModelConfig(name=base), "cpu")
+    model = load_model(base, device="cpu")
     try:
         peft_model = PeftModel.from_pretrained(model, str(adapters[0]), adapter_name=names[0])
         for name, path in zip(names[1:], adapters[1:], strict=True):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from mathgpt.config import EMBEDDED_MODEL, ConfigError, LoraSettings, ModelConfig
+from mathgpt.config import EMBEDDED_MODEL, ConfigError
 
 # Architectures the dry run can size without network or weights (values from the models' published configs).
 KNOWN_CONFIGS: dict[str, dict] = {
@@ -175,21 +175,21 @@ def resolve_model_path(name: str) -> str:
     return str(embedded_model_dir(name)) if name in EMBEDDED else name
 
 
-def resolve_device(cfg: ModelConfig) -> str:
-    """The device to use, refusing settings that only work on CUDA with one line."""
+def resolve_device(device: str, dtype: str, quantization: str) -> str:
+    """The device to use (``device`` may be "auto"), refusing settings that only work on CUDA with one line."""
     cuda = torch.cuda.is_available()
-    device = ("cuda" if cuda else "cpu") if cfg.device == "auto" else cfg.device
+    device = ("cuda" if cuda else "cpu") if device == "auto" else device
     if device == "cuda" and not cuda:
         raise ConfigError("model.device is 'cuda' but no CUDA GPU is visible")
-    if device != "cuda" and cfg.dtype != "float32":
-        raise ConfigError(f"model.dtype '{cfg.dtype}' needs a CUDA GPU; use float32 on CPU")
-    if device != "cuda" and cfg.quantization == "nf4":
+    if device != "cuda" and dtype != "float32":
+        raise ConfigError(f"model.dtype '{dtype}' needs a CUDA GPU; use float32 on CPU")
+    if device != "cuda" and quantization == "nf4":
         raise ConfigError("model.quantization 'nf4' (bitsandbytes QLoRA) needs a CUDA GPU")
     return device
 
 
-def quantization_config(cfg: ModelConfig):
-    if cfg.quantization != "nf4":
+def quantization_config(quantization: str, dtype: str):
+    if quantization != "nf4":
         return None
     from transformers import BitsAndBytesConfig
 
@@ -198,7 +198,7 @@ def quantization_config(cfg: ModelConfig):
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=getattr(torch, cfg.dtype) if cfg.dtype != "float32" else torch.bfloat16,
+        bnb_4bit_compute_dtype=getattr(torch, dtype) if dtype != "float32" else torch.bfloat16,
     )
 
 
@@ -214,30 +214,38 @@ def load_tokenizer(name: str):
     return tok
 
 
-def load_model(cfg: ModelConfig, device: str):
-    """The frozen base model, in eval mode, on ``device``."""
+def load_model(
+    name: str,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    quantization: str = "none",
+    adapter: str | None = None,
+    gradient_checkpointing: bool = False,
+):
+    """The frozen base model, in eval mode, on ``device``; ``adapter`` (a LoRA folder) folded into its weights."""
     from transformers import AutoModelForCausalLM
 
-    path = resolve_model_path(cfg.name)
-    quant = quantization_config(cfg)
+    path = resolve_model_path(name)
+    quant = quantization_config(quantization, dtype)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path,
-            dtype=getattr(torch, cfg.dtype),
+            dtype=getattr(torch, dtype),
             quantization_config=quant,
             device_map={"": 0} if quant is not None else None,
         )
     except OSError as err:
-        raise ConfigError(f"model.name '{cfg.name}': {str(err).splitlines()[0]}") from None
+        raise ConfigError(f"model.name '{name}': {str(err).splitlines()[0]}") from None
     if quant is None:
         model.to(device)
-    if cfg.adapter:
-        model = apply_adapter(model, cfg.adapter, cfg.name)
+    if adapter:
+        model = apply_adapter(model, adapter, name)
     if quant is not None:
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
-    elif cfg.gradient_checkpointing:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model.config.use_cache = True
@@ -290,15 +298,17 @@ def reason(err: Exception) -> str:
     return next((ln for ln in lines if "size mismatch" in ln), lines[0] if lines else type(err).__name__)
 
 
-def add_lora(model, lora: LoraSettings):
+def add_lora(
+    model, *, r: int, alpha: float, dropout: float = 0.0, target_modules: list[str] | str = "all-linear"
+):
     """Wrap ``model`` with a fresh LoRA adapter; a new LoraConfig per run so no state leaks between trials."""
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.lora_alpha,
-        lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target_modules,
         bias="none",
         task_type="CAUSAL_LM",
     )

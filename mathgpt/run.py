@@ -29,7 +29,7 @@ from rich.table import Table
 from transformers import set_seed
 
 from mathgpt import contamination, data, general, multiple_choice
-from mathgpt.config import ConfigError, RunConfig, dump_config
+from mathgpt.config import ConfigError, LoraSettings, ModelConfig, RunConfig, TrainConfig, dump_config
 from mathgpt.evaluate import EvalSet, evaluate
 from mathgpt.machine import describe, machine_info
 from mathgpt.model import add_lora, load_model, load_tokenizer, meta_model, resolve_device
@@ -113,6 +113,34 @@ def load_data(cfg: RunConfig) -> RunData:
         pool = [ex for ex in pool if ex.id not in bad]
     rows = general.mix_train_set(pool, d.train_size, cfg.seed, d.mix, d.data_dir)
     return RunData(rows, report, select, choices, dropped, general.count_by_source(rows))
+
+
+# --- the recipe unpacks its config: library functions below take plain arguments -----------------------------
+
+
+def model_settings(model: ModelConfig) -> dict:
+    """``load_model``'s keyword arguments from a run's ``model`` section (the device is resolved apart)."""
+    return {
+        "dtype": model.dtype,
+        "quantization": model.quantization,
+        "adapter": model.adapter,
+        "gradient_checkpointing": model.gradient_checkpointing,
+    }
+
+
+def lora_settings(lora: LoraSettings) -> dict:
+    """``add_lora``'s keyword arguments from a run's ``lora`` section (alpha resolved: null means 2r)."""
+    return {
+        "r": lora.r,
+        "alpha": lora.lora_alpha,
+        "dropout": lora.dropout,
+        "target_modules": lora.target_modules,
+    }
+
+
+def trainer_settings(train: TrainConfig) -> dict:
+    """``training_args``' keyword arguments from a run's ``train`` section (order and precision go to ``train``)."""
+    return train.model_dump(exclude={"min_steps", "order", "mixed_precision"})
 
 
 def check_steps(cfg: RunConfig, n_train: int) -> None:
@@ -260,7 +288,9 @@ def check_generation(cfg: RunConfig, rd: RunData, device: str) -> None:
 def run_experiment(cfg: RunConfig, out_dir: Path) -> dict:
     """Run ``cfg`` and write its files to ``out_dir``; returns what metrics.json holds."""
     t0 = time.perf_counter()
-    device = resolve_device(cfg.model)  # refuse CUDA-only settings before touching any file
+    device = resolve_device(
+        cfg.model.device, cfg.model.dtype, cfg.model.quantization
+    )  # refuse CUDA-only settings before touching any file
     set_seed(cfg.seed)  # Python, NumPy and torch (and CUDA) generators
     rd = load_data(cfg)
     check_steps(cfg, len(rd.train))
@@ -394,7 +424,7 @@ class PointRecorder:
 def _run(
     cfg: RunConfig, files: RunFiles, device: str, tokenizer, rd: RunData, tracker, machine: dict
 ) -> dict:
-    model = load_model(cfg.model, device)
+    model = load_model(cfg.model.name, device=device, **model_settings(cfg.model))
     points = PointRecorder(cfg, files, tracker, tokenizer, rd, machine)
     base = points.base(model) if cfg.eval.base else None
     out = {"base": summary(base), "finetuned": None, "n_eval": sum(len(s.examples) for s in rd.report)}
@@ -402,7 +432,7 @@ def _run(
         out.update(_totals(points.lines, 0, 0.0))
         return out
 
-    model = add_lora(model, cfg.lora)
+    model = add_lora(model, **lora_settings(cfg.lora))
     trainable, total = model.get_nb_trainable_parameters()
     rows = tokenize(rd.train, tokenizer, cfg.data.prompt_format, cfg.data.max_seq_len)
     points.t_train, points.eval_s = time.perf_counter(), 0.0  # training starts now
@@ -423,7 +453,11 @@ def _run(
             "warning: train.mixed_precision bf16 on a CPU without native bf16 (AVX512-BF16/AMX): it will be slower"
         )
     args = training_args(
-        cfg.train, out_dir=files.out / "trainer", seed=cfg.seed, device=device, dtype=cfg.model.dtype
+        out_dir=files.out / "trainer",
+        seed=cfg.seed,
+        device=device,
+        dtype=cfg.model.dtype,
+        **trainer_settings(cfg.train),
     )
     point_steps, point_epochs = point_schedule(cfg)
     train(
@@ -516,7 +550,7 @@ def dry_run(cfg: RunConfig) -> str:
     model = meta_model(cfg.model.name)
     c = model.config
     total = sum(p.numel() for p in model.parameters())
-    peft_model = add_lora(model, cfg.lora)
+    peft_model = add_lora(model, **lora_settings(cfg.lora))
     trainable, _ = peft_model.get_nb_trainable_parameters()
     mem = estimate_peak_memory_gib(cfg, total, trainable, c.hidden_size, c.num_hidden_layers, c.vocab_size)
     lines = [

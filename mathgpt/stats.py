@@ -15,7 +15,6 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.stats import linregress, norm, t
 from statsmodels.stats.contingency_tables import mcnemar
-from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
 # Below this many discordant problems the chi-square approximation is poor; use the exact binomial test.
@@ -71,13 +70,6 @@ def mcnemar_test(base: Sequence[int], tuned: Sequence[int]) -> McNemar:
     return McNemar(n, b, c, gain, float(res.statistic), float(res.pvalue), exact)
 
 
-def holm(pvalues: Sequence[float]) -> list[float]:
-    """Holm-adjusted p-values: every (trial, epoch) point is its own test against the same base model."""
-    if len(pvalues) == 0:
-        return []
-    return [float(p) for p in multipletests(list(pvalues), method="holm")[1]]
-
-
 @dataclass(frozen=True)
 class LogLinearFit:
     """accuracy = intercept + slope * log2(examples): slope is accuracy gained per doubling of data."""
@@ -86,9 +78,6 @@ class LogLinearFit:
     intercept: float  # at 1 example (log2 = 0)
     r2: float  # nan when y does not vary or there are only two sizes (a line fits any two points)
     n: int
-
-    def predict(self, x: Sequence[float] | np.ndarray) -> np.ndarray:
-        return self.intercept + self.slope * np.log2(np.asarray(x, dtype=float))
 
 
 def loglinear_fit(x: Sequence[float], y: Sequence[float]) -> LogLinearFit | None:

@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from torch.utils.data import Sampler, SequentialSampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from mathgpt.config import TrainConfig
 from mathgpt.data import Example
 from mathgpt.model import left_padded
 from mathgpt.prompts import format_prompt, format_target
@@ -270,23 +269,36 @@ class PointHook(TrainerCallback):
 
 
 def training_args(
-    cfg: TrainConfig, *, out_dir: Path, seed: int, device: str, dtype: str
+    *,
+    out_dir: Path,
+    seed: int,
+    device: str,
+    dtype: str,
+    epochs: int,
+    learning_rate: float,
+    batch_size: int,
+    grad_accum: int,
+    warmup_ratio: float,
+    lr_scheduler: str,
+    weight_decay: float,
+    max_grad_norm: float,
+    logging_steps: int,
 ) -> TrainingArguments:
-    """Trainer arguments from the run's ``train`` section.
+    """Trainer arguments for one run (``run.trainer_settings`` reads them from a run's ``train`` section).
 
-    ``train.mixed_precision`` is not here: ``train`` applies it around the loss only (CompletionTrainer).
+    Mixed precision is not here: ``train`` applies it around the loss only (CompletionTrainer).
     """
     return TrainingArguments(
         output_dir=str(out_dir),
-        num_train_epochs=cfg.epochs,
-        learning_rate=cfg.learning_rate,
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a fraction of all steps
-        lr_scheduler_type=cfg.lr_scheduler,
-        weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm,
-        logging_steps=cfg.logging_steps,
+        num_train_epochs=epochs,
+        learning_rate=learning_rate,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=grad_accum,
+        warmup_steps=warmup_ratio,  # a float below 1 is a fraction of all steps
+        lr_scheduler_type=lr_scheduler,
+        weight_decay=weight_decay,
+        max_grad_norm=max_grad_norm,
+        logging_steps=logging_steps,
         save_strategy="no",
         report_to="none",  # tracking goes through mathgpt.track, fed by PointHook
         seed=seed,

@@ -10,7 +10,6 @@ from tqdm.std import tqdm as tqdm_std
 from transformers import AutoModelForCausalLM
 
 from mathgpt import generate as generate_mod
-from mathgpt.config import LoraSettings
 from mathgpt.generate import GenStats, generate
 from mathgpt.model import add_lora, load_tokenizer
 
@@ -55,7 +54,7 @@ def test_rows_finish_at_different_steps_and_truncation_is_flagged(tiny_model_dir
 
 def test_drop_matches_static_with_a_peft_model(tiny_model_dir):
     tok = load_tokenizer(str(tiny_model_dir))
-    model = add_lora(_model(tiny_model_dir, 0.05), LoraSettings(r=4, target_modules=["q_proj", "v_proj"]))
+    model = add_lora(_model(tiny_model_dir, 0.05), r=4, alpha=8.0, target_modules=["q_proj", "v_proj"])
     with torch.no_grad():  # a non-zero adapter, so the LoRA path changes the outputs
         for name, p in model.named_parameters():
             if "lora_B" in name:

@@ -68,7 +68,6 @@ def test_cat_merge_is_the_weighted_sum_of_updates_and_loads_as_model_adapter(
     """By hand: W + sum_i w_i (alpha_i / r_i) B_i A_i, folded in through model.adapter, gives the same logits."""
     from transformers import AutoModelForCausalLM
 
-    from mathgpt.config import ModelConfig
     from mathgpt.model import load_model
 
     out = tmp_path / "cat"
@@ -86,7 +85,7 @@ def test_cat_merge_is_the_weighted_sum_of_updates_and_loads_as_model_adapter(
                 name = key.removeprefix("base_model.model.").replace(".lora_A.weight", ".weight")
                 with torch.no_grad():
                     params[name] += weight * scale * (b @ a)
-    merged = load_model(ModelConfig(name=str(tiny_model_dir), adapter=str(out)), "cpu")
+    merged = load_model(str(tiny_model_dir), device="cpu", adapter=str(out))
     ids = torch.tensor([[5, 17, 40, 22, 9, 61]])
     with torch.no_grad():
         assert torch.allclose(merged(ids).logits, by_hand(ids).logits, atol=1e-5)

@@ -96,22 +96,25 @@ def test_slices_use_eval_seed_only_and_are_disjoint(tiny_model_dir):
 
 
 def test_training_changes_only_lora_weights_and_lowers_loss(tiny_model_dir, tmp_path):
-    from mathgpt.config import LoraSettings, ModelConfig, TrainConfig
+    from mathgpt.config import TrainConfig
     from mathgpt.model import add_lora, load_model, load_tokenizer
+    from mathgpt.run import trainer_settings
     from mathgpt.synthetic import make_problems
     from mathgpt.train import train, training_args
 
     tok = load_tokenizer(str(tiny_model_dir))
-    model = add_lora(load_model(ModelConfig(name=str(tiny_model_dir)), "cpu"), LoraSettings(r=4))
+    model = add_lora(load_model(str(tiny_model_dir), device="cpu"), r=4, alpha=8.0)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     rows = tokenize(make_problems("train", 16), tok, "plain", 256)
     losses = []
     args = training_args(
-        TrainConfig(epochs=3, learning_rate=5e-3, batch_size=4, lr_scheduler="constant", logging_steps=1),
         out_dir=tmp_path,
         seed=0,
         device="cpu",
         dtype="float32",
+        **trainer_settings(
+            TrainConfig(epochs=3, learning_rate=5e-3, batch_size=4, lr_scheduler="constant", logging_steps=1)
+        ),
     )
     train(
         model,
@@ -148,18 +151,17 @@ def test_labels_mask_the_prompt_and_keep_eos(tiny_model_dir):
 
 def test_target_only_logits_give_the_full_loss(tiny_model_dir):
     """The loss computed from logits at target positions equals transformers' own loss on the full logits."""
-    from mathgpt.config import LoraSettings, ModelConfig
     from mathgpt.model import add_lora, load_model, load_tokenizer
     from mathgpt.synthetic import make_problems
     from mathgpt.train import completion_loss
 
     tok = load_tokenizer(str(tiny_model_dir))
-    model = load_model(ModelConfig(name=str(tiny_model_dir)), "cpu")
+    model = load_model(str(tiny_model_dir), device="cpu")
     batch = LeftPadCollator(tok.pad_token_id)(tokenize(make_problems("train", 4), tok, "plain", 256))
     n = (batch["labels"] != IGNORE).sum()
     reference = model(**batch).loss
     assert torch.allclose(completion_loss(model, dict(batch)) / n, reference, atol=1e-5)
-    peft_model = add_lora(model, LoraSettings(r=4))
+    peft_model = add_lora(model, r=4, alpha=8.0)
     assert torch.allclose(completion_loss(peft_model, dict(batch)) / n, peft_model(**batch).loss, atol=1e-5)
 
 
@@ -234,7 +236,7 @@ def test_qlora_config_builds_nf4_quantization():
     from mathgpt.model import quantization_config
 
     cfg = load_config(REPO / "experiments" / "mistral7b_qlora.yaml")
-    q = quantization_config(cfg.model)
+    q = quantization_config(cfg.model.quantization, cfg.model.dtype)
     assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_compute_dtype == torch.bfloat16
 
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mathgpt.config import LoraSettings, ModelConfig
 from mathgpt.model import add_lora, load_model, load_tokenizer
 from mathgpt.synthetic import make_problems
 from mathgpt.train import HEAD_CHUNK, IGNORE, LeftPadCollator, completion_loss, tokenize
@@ -16,7 +15,7 @@ from mathgpt.train import HEAD_CHUNK, IGNORE, LeftPadCollator, completion_loss, 
 def _setup(tiny_model_dir):
     tok = load_tokenizer(str(tiny_model_dir))
     torch.manual_seed(0)
-    model = add_lora(load_model(ModelConfig(name=str(tiny_model_dir)), "cpu"), LoraSettings(r=4, dropout=0.0))
+    model = add_lora(load_model(str(tiny_model_dir), device="cpu"), r=4, alpha=8.0)
     with torch.no_grad():  # a non-zero adapter, so gradients reach lora_A too
         for name, p in model.named_parameters():
             if "lora_B" in name:

@@ -18,21 +18,24 @@ def _setup(model_dir, **train):
     from transformers import set_seed
 
     from mathgpt.model import add_lora, load_model, load_tokenizer
-    from mathgpt.run import load_data
+    from mathgpt.run import load_data, lora_settings
 
     cfg = parse_config(
         tiny_run_config(model_dir, train={"lr_scheduler": "constant", "logging_steps": 1, **train})
     )
     set_seed(cfg.seed)
     tok = load_tokenizer(cfg.model.name)
-    model = add_lora(load_model(cfg.model, "cpu"), cfg.lora)
+    model = add_lora(load_model(cfg.model.name, device="cpu"), **lora_settings(cfg.lora))
     return cfg, tok, model, load_data(cfg)
 
 
 def _args(cfg, tmp_path):
+    from mathgpt.run import trainer_settings
     from mathgpt.train import training_args
 
-    return training_args(cfg.train, out_dir=tmp_path, seed=cfg.seed, device="cpu", dtype="float32")
+    return training_args(
+        out_dir=tmp_path, seed=cfg.seed, device="cpu", dtype="float32", **trainer_settings(cfg.train)
+    )
 
 
 def _snapshot(model) -> dict[str, torch.Tensor]:
@@ -153,10 +156,13 @@ def test_sequential_order_trains_in_the_nested_prefix_order(tiny_model_dir):
 def test_bf16_mixed_precision_trains_under_autocast_and_evaluates_outside_it(tiny_model_dir, tmp_path):
     """train.mixed_precision bf16: the training forward runs in bf16, the adapter and its gradients stay fp32,
     and an evaluation point (called from inside training) runs without autocast, in fp32."""
+    from mathgpt.run import trainer_settings
     from mathgpt.train import tokenize, train, training_args
 
     cfg, tok, model, rd = _setup(tiny_model_dir, mixed_precision="bf16", learning_rate=5e-3)
-    args = training_args(cfg.train, out_dir=tmp_path, seed=cfg.seed, device="cpu", dtype=cfg.model.dtype)
+    args = training_args(
+        out_dir=tmp_path, seed=cfg.seed, device="cpu", dtype=cfg.model.dtype, **trainer_settings(cfg.train)
+    )
     assert not args.bf16  # accelerate's bf16 would wrap model.forward, evaluation included
     seen: dict[str, set] = {"train": set(), "point": set()}
     phase = {"now": "train"}
