@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mathgpt.data import DataError, Example, load
+from mathgpt.data import DataError, Example, load, text_table
 
 
 def normalise(text: str) -> list[str]:
@@ -96,12 +96,8 @@ def format_table(rows: list[dict], n: int) -> str:
         )
         for r in rows
     ]
-    widths = [max(len(line[c]) for line in [header, *body]) for c in range(len(header))]
     lines = [f"{n}-gram overlap: training question+solution vs evaluation question (normalised text)"]
-    for line in [header, *body]:
-        names = [cell.ljust(w) for cell, w in zip(line[:2], widths[:2], strict=True)]
-        counts = [cell.rjust(w) for cell, w in zip(line[2:], widths[2:], strict=True)]
-        lines.append("  ".join(names + counts))
+    lines += text_table(list(header), [list(r) for r in body], left=2)
     return "\n".join(lines)
 
 

@@ -326,19 +326,34 @@ def _clip(text: str, width: int = 400) -> str:
     return text if len(text) <= width else text[:width].rstrip() + " ..."
 
 
+def text_table(header: list[str], rows: list[list[str]], *, left: int = 1) -> list[str]:
+    """Plain-text lines of a table for the console: the first ``left`` columns left-aligned, the rest right."""
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i < left else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    console = Console(file=StringIO(), width=1000, highlight=False, color_system=None)
+    console.print(table)
+    return [line.rstrip() for line in console.file.getvalue().splitlines()]
+
+
 def _subject_level_table(examples: list[Example]) -> list[str]:
     counts = Counter((e.subject, e.level) for e in examples)
     levels = sorted({lv for _, lv in counts}, key=lambda lv: (lv is None, lv or 0))
     subjects = sorted({s for s, _ in counts}, key=str)
-    width = max(len(str(s)) for s in subjects) + 2
-    head = "subject".ljust(width) + "".join(f"L{lv}".rjust(6) for lv in levels) + "total".rjust(7)
-    lines = [head]
-    for s in subjects:
-        cells = "".join(str(counts[(s, lv)]).rjust(6) for lv in levels)
-        lines.append(str(s).ljust(width) + cells + str(sum(counts[(s, lv)] for lv in levels)).rjust(7))
-    totals = "".join(str(sum(counts[(s, lv)] for s in subjects)).rjust(6) for lv in levels)
-    lines.append("total".ljust(width) + totals + str(len(examples)).rjust(7))
-    return lines
+    rows = [
+        [str(s), *(str(counts[(s, lv)]) for lv in levels), str(sum(counts[(s, lv)] for lv in levels))]
+        for s in subjects
+    ]
+    totals = [str(sum(counts[(s, lv)] for s in subjects)) for lv in levels]
+    rows.append(["total", *totals, str(len(examples))])
+    return text_table(["subject", *(f"L{lv}" for lv in levels), "total"], rows)
 
 
 def show(name: str, data_dir: str | Path | None = None, n_examples: int = 3) -> str:

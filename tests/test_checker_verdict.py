@@ -242,3 +242,9 @@ def test_report_refuses_to_pair_checker_versions(base_version: str) -> None:
         return
     with pytest.raises(PairingError, match=rf"checker {CHECKER_VERSION}\).*checker 2\.0\).*mathgpt regrade"):
         load_study(study)
+
+
+def test_check_with_an_unknown_dataset_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "3", "The answer is 3", "--dataset", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown checker dataset 'nope'" in err and "gsm8k, math" in err

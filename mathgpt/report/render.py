@@ -43,23 +43,13 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 
 def _md_table(df: pd.DataFrame) -> str:
-    head = "| " + " | ".join(map(str, df.columns)) + " |\n|" + " --- |" * len(df.columns)
-    body = [
-        "| " + " | ".join(_num(v).replace("|", "\\|") for v in row) + " |"
-        for row in df.itertuples(index=False)
-    ]
-    return "\n".join([head, *body])
+    # Cells are already formatted (_num); numparse off so tabulate does not reformat "0.10" as "0.1".
+    cells = df.map(lambda v: _num(v).replace("|", "\\|"))
+    return cells.to_markdown(index=False, tablefmt="pipe", disable_numparse=True)
 
 
 def _html_table(df: pd.DataFrame) -> str:
-    from markupsafe import escape
-
-    head = "".join(f"<th>{escape(str(c))}</th>" for c in df.columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{escape(_num(v))}</td>" for v in row) + "</tr>"
-        for row in df.itertuples(index=False)
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return df.map(_num).to_html(index=False, escape=True, border=0)
 
 
 def write_report(
