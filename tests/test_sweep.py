@@ -556,3 +556,17 @@ def test_two_local_workers_split_the_grid_and_the_cores(tmp_path, tiny_model_dir
     pids = {t.user_attrs["worker"]["pid"] for t in ran}
     assert len(pids) == 2  # the trials were shared out (3 points, 2 workers, ~20 s a trial)
     assert len(study.user_attrs["bases"]) == 1  # the launcher ran the base once, before the workers
+
+
+def test_the_summary_leaves_out_grid_copies_nobody_picked():
+    # Two launchers started together can both queue a grid point; the copy never picked stays WAITING.
+    from mathgpt.sweep.console import summary_table
+
+    study = optuna.create_study()
+    study.enqueue_trial({"x": 1.0})
+    trial = study.ask()
+    trial.suggest_float("x", 0, 2)
+    study.tell(trial, 0.5)
+    study.enqueue_trial({"x": 1.0})
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE, TrialState.WAITING]
+    assert summary_table(study).row_count == 1

@@ -6,6 +6,7 @@ The study's W&B run is ``mathgpt.track_study.log_study``.
 from __future__ import annotations
 
 import optuna
+from optuna.trial import TrialState
 from rich.console import Console
 from rich.table import Table
 
@@ -28,7 +29,8 @@ def summary_table(study: optuna.Study) -> Table:
     for col in ("trial", "params", "accuracy by point", "value", "state", "wall"):
         table.add_column(col)
     stored = study_points(study)
-    for t in study.get_trials(deepcopy=False):
+    # A WAITING trial is a grid copy queued twice by launchers started together and never picked: not a trial.
+    for t in study.get_trials(deepcopy=False, states=[s for s in TrialState if s != TrialState.WAITING]):
         points = stored[t.number]
         accs = " ".join(f"{p.accuracy:.3f}" for p in points)
         reason = t.user_attrs.get("fail_reason")
