@@ -15,6 +15,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+import statsmodels.api as sm
 from optuna.distributions import CategoricalDistribution
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
@@ -389,6 +390,48 @@ def test_examples_needed_outside_the_sizes_run_is_censored() -> None:
     assert needed_text(nd(35.0, 8.7, 76.0)) == "35 [< 32, 76]"
     assert needed_text(nd(64.0, 40.0, 900.0)) == "64 [40, > 128]"
     assert needed_text(nd(math.nan, math.nan, math.inf)) == ""
+
+
+def test_examples_needed_covariance_is_statsmodels_two_way_cluster_sandwich() -> None:
+    """needed_log2's sandwich against statsmodels' GLM: clustered by problem, and two-way (problem and
+    training) as V_problem + G/(G - 2) (V_training - V_cell), here without clipping; the Fieller ends solve
+    (c - a - b L)^2 = t^2 Var(c - a - b L)."""
+    from scipy.stats import t as student_t
+
+    _, slices = needed_slices(np.random.default_rng(5), 1, (32, 64, 128, 256), 200, 3, 0.05, 60)
+    x, mats, base = slices[0]
+    n, g = base.size, 12  # 4 sizes x 3 seeds
+    y = np.concatenate([m.ravel() for m in mats])
+    logx = np.repeat(x, 3 * n)
+    problem = np.tile(np.arange(n), g)
+    training = np.repeat(np.arange(g), n)
+    glm = sm.GLM(y, sm.add_constant(logx), family=sm.families.Binomial())
+
+    def cov(groups: np.ndarray) -> np.ndarray:
+        return glm.fit(cov_type="cluster", cov_kwds={"groups": groups, "use_correction": False}).cov_params()
+
+    a, b = glm.fit().params
+    v_p, v_t = an._needed_covariance(x, mats, base, a, b)
+    assert v_p[:2, :2] == pytest.approx(cov(problem), rel=1e-6)
+    assert v_p[2, 2] == pytest.approx(base.var() / n)
+    cell = glm.fit(cov_type="HC0").cov_params()
+    extra = (cov(training) - cell) * g / (g - 2)
+    assert np.linalg.eigvalsh(extra).min() > 0  # this draw needs no clipping
+    assert v_t[:2, :2] == pytest.approx(extra, rel=1e-6)
+    assert v_t[2].tolist() == [0.0, 0.0, 0.0]  # the base has no training part
+    est, lo, hi, slope = an.needed_log2(x, mats, base, 0.03)
+    t = base.mean() + 0.03
+    c, q = math.log(t / (1 - t)), 1 / (t * (1 - t))
+    v = v_p + v_t
+    grad = np.array([-1.0, -est, q])
+    vp, vt = grad @ v_p @ grad, grad @ v_t @ grad
+    df = (vp + vt) ** 2 / (vp**2 / (n - 1) + vt**2 / (g - 2))
+    z = student_t.ppf(0.975, df)
+    assert slope == pytest.approx(b) and est == pytest.approx((c - a) / b)
+    for end in (lo, hi):
+        gr = np.array([-1.0, -end, q])
+        assert (c - a - b * end) ** 2 == pytest.approx(z * z * gr @ v @ gr, rel=1e-6)
+    assert lo < est < hi
 
 
 @pytest.mark.parametrize(

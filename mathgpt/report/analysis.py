@@ -240,6 +240,31 @@ class Needed:
     largest: int
 
 
+def _needed_covariance(
+    x: np.ndarray, mats: list[np.ndarray], base: np.ndarray, a: float, b: float, by_training: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Covariance of (a, b, base accuracy) at the fit: the part clustered by problem, and the training part
+    (zero without ``by_training`` or with fewer than 3 trainings); see needed_log2."""
+    n = base.size
+    reps = np.array([m.shape[0] for m in mats])
+    design = np.column_stack([np.ones_like(x), x])
+    p = 1 / (1 + np.exp(-(design @ np.array([a, b]))))
+    rows = np.repeat(design, reps, axis=0)  # one per training
+    resid = np.vstack(mats) - np.repeat(p, reps)[:, None]  # trainings x problems
+    by_problem = np.column_stack([resid.T @ rows, base - base.mean()])  # estimating functions, n x 3
+    bread = np.zeros((3, 3))
+    bread[:2, :2] = np.linalg.inv((design.T * (reps * n * p * (1 - p))) @ design)
+    bread[2, 2] = 1 / n
+    g = len(rows)
+    meat = np.zeros((3, 3))
+    if by_training and g > 2:  # the base is one fixed model: it has no training part
+        per_training = rows * resid.sum(axis=1)[:, None]
+        cells = np.einsum("ti,tk,tl->kl", resid**2, rows, rows)  # counted in both clusterings
+        ev, vec = np.linalg.eigh((per_training.T @ per_training - cells) * g / (g - 2))
+        meat[:2, :2] = (vec * np.maximum(ev, 0.0)) @ vec.T
+    return bread @ by_problem.T @ by_problem @ bread, bread @ meat @ bread
+
+
 def needed_log2(
     x: np.ndarray,
     mats: list[np.ndarray],
@@ -282,27 +307,12 @@ def needed_log2(
     if not (np.isfinite(b) and b > 0 and 0 < target < 1):
         return math.nan, math.nan, math.nan, float(b)
     c, q = math.log(target / (1 - target)), 1 / (target * (1 - target))  # logit(target), its derivative
-    design = np.column_stack([np.ones_like(x), x])
-    p = 1 / (1 + np.exp(-(design @ np.array([a, b]))))
-    rows = np.repeat(design, reps, axis=0)  # one per training
-    resid = np.vstack(mats) - np.repeat(p, reps)[:, None]  # trainings x problems
-    by_problem = np.column_stack([resid.T @ rows, base - base.mean()])  # estimating functions, n x 3
-    bread = np.zeros((3, 3))
-    bread[:2, :2] = np.linalg.inv((design.T * (reps * n * p * (1 - p))) @ design)
-    bread[2, 2] = 1 / n
-    v_problem = bread @ by_problem.T @ by_problem @ bread
-    g = len(rows)
-    meat = np.zeros((3, 3))
-    if by_training and g > 2:  # the base is one fixed model: it has no training part
-        by_training = rows * resid.sum(axis=1)[:, None]
-        cells = np.einsum("ti,tk,tl->kl", resid**2, rows, rows)  # counted in both clusterings
-        ev, vec = np.linalg.eigh((by_training.T @ by_training - cells) * g / (g - 2))
-        meat[:2, :2] = (vec * np.maximum(ev, 0.0)) @ vec.T
-    v_training = bread @ meat @ bread
+    v_problem, v_training = _needed_covariance(x, mats, base, a, b, by_training)
+    g = sum(m.shape[0] for m in mats)
     est = (c - a) / b
     grad = np.array([-1.0, -est, q])  # of c - a - b L in (a, b, base accuracy), at the estimate
     vp, vt = grad @ v_problem @ grad, grad @ v_training @ grad
-    df = (vp + vt) ** 2 / (vp**2 / (n - 1) + vt**2 / (g - 2)) if vt > 0 else n - 1
+    df = (vp + vt) ** 2 / (vp**2 / max(n - 1, 1) + vt**2 / (g - 2)) if vt > 0 else max(n - 1, 1)
     z = float(student_t.ppf(1 - alpha / 2, df))
     v = v_problem + v_training
     # Fieller: the L with (c - a - b L)^2 <= z^2 Var(c - a - b L), a quadratic qa L^2 + qb L + qc <= 0
