@@ -41,7 +41,7 @@ def needed_text(nd: an.Needed) -> str:
     "< 32" alone needs the whole interval below the smallest size ("> 256": above the largest); an estimate
     outside with an interval reaching into the sizes keeps its interval ("< 32 [< 32, 76]"). The point
     estimate alone made "< 32" / "> 128" false in 21% of simulated demo-shaped slices whose truth was 60
-    examples; the interval's statement held in 95% (bench/interval_coverage.py --needed).
+    examples; the interval's statement held in 94% (bench/interval_coverage.py --needed).
     """
     if not math.isfinite(nd.estimate):
         return ""
