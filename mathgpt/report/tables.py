@@ -472,9 +472,11 @@ def answer_csv(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for model, per in results.items():
         for bench, r in per.items():
+            b = r["baselines"]
+            against = b.loc[b["chosen"], "baseline"].iloc[0] if len(b) else "base"
             for _, t in r["tests"].iterrows():
                 rows.append(
-                    {"model": model, "benchmark": bench}
+                    {"model": model, "benchmark": bench, "baseline": against}
                     | {
                         k: t[k]
                         for k in [
