@@ -191,7 +191,8 @@ class Measured:
     stats: GenStats
     cpu_s: float
     verdicts: list  # checker Verdicts, one per problem
-    params: int = 0  # decode_params of the model, set once its GEMMs are measured
+    prompt_tokens: int  # the prompts' real tokens (padding left out), prefilled once per path
+    params: int  # decode_params of the model
     rates: dict[str, float] = field(default_factory=dict)  # GEMM FLOP/s in the path's dtype
 
 
@@ -278,18 +279,25 @@ def main(argv: list[str] | None = None) -> str:
                 m = dtypes[torch.bfloat16 if path.bf16 else torch.float32]
                 gens, stats, cpu_s = run_path(path, m, tok, prompts, cap, slots)
                 verdicts = [grade(ex.answer, g.text, ex.grader) for ex, g in zip(problems, gens, strict=True)]
-                results.append(Measured(name, cap, path, gens, stats, cpu_s, verdicts))
+                res = Measured(name, cap, path, gens, stats, cpu_s, verdicts, sum(prompt_tokens), params)
+                res.rates = before[torch.bfloat16 if path.bf16 else torch.float32]  # until the second GEMM
+                results.append(res)
                 print(
                     f"{_short(name)} cap {cap} {path.key}: {stats.useful_tokens} useful / {stats.slot_tokens} "
                     f"slot tokens in {stats.wall_s:.1f} s",
                     flush=True,
+                )
+                # Written after every path, so a run stopped early still leaves what it measured.
+                done = f"partial: {len(results)} of {len(a.models) * len(a.caps) * len(paths)} paths done"
+                write_section(
+                    a.section, report(a, argv, problems, results, notes, load_start, done), a.results
                 )
         paths_s = time.perf_counter() - t_model
         after = {dt: gemm_rates(model.config, rows, dt, a) for dt in dtypes}
         rates = {dt: {k: max(before[dt][k], after[dt][k]) for k in before[dt]} for dt in dtypes}
         for res in results:
             if res.model == name:
-                res.params, res.rates = params, rates[torch.bfloat16 if res.path.bf16 else torch.float32]
+                res.rates = rates[torch.bfloat16 if res.path.bf16 else torch.float32]
         gemm_text = "; ".join(
             f"{str(dt).removeprefix('torch.')}: square {a.square} {rates[dt]['square'] / 1e9:.0f} GFLOP/s "
             f"(before/after {before[dt]['square'] / 1e9:.0f}/{after[dt]['square'] / 1e9:.0f}), decoding shape "
@@ -307,13 +315,21 @@ def main(argv: list[str] | None = None) -> str:
         )
         del dtypes, model
 
-    text = report(a, argv, problems, results, notes, load_start, time.perf_counter() - t_start)
+    text = report(
+        a,
+        argv,
+        problems,
+        results,
+        notes,
+        load_start,
+        f"{(time.perf_counter() - t_start) / 60:.1f} min in all",
+    )
     print(text)
     write_section(a.section, text, a.results)
     return text
 
 
-def report(a, argv, problems, results: list[Measured], notes, load_start, total_s: float) -> str:
+def report(a, argv, problems, results: list[Measured], notes, load_start, took: str) -> str:
     machine = machine_info()
     load_end = os.getloadavg()
     cmd = shlex.join(["python", "bench/bench_eval_long.py", *argv])
@@ -323,23 +339,25 @@ def report(a, argv, problems, results: list[Measured], notes, load_start, total_
         f"`{cmd}` on {describe(machine)}, {machine['cpu_count']} usable CPUs, {time.strftime('%Y-%m-%d %H:%M')}; "
         f"load average (1/5/15 min) {'/'.join(f'{x:.1f}' for x in load_start)} at the start, "
         f"{'/'.join(f'{x:.1f}' for x in load_end)} at the end (this process alone holds the 1-min one near "
-        f"the thread count); {total_s / 60:.1f} min in all. Only the ratios within this run mean something.",
+        f"the thread count); {took}. Only the ratios within this run mean something.",
         "",
         f"The first {len(problems)} GSM8K test questions (fingerprint {fingerprint(problems)}), the chat template, "
         "base instruction models (no adapter), greedy, fp32 weights unless the path says bf16. Useful tokens are "
         "kept tokens (EOS included); slot tokens are row-steps computed. Decoding GFLOP/s = 2 x P x slot tok/s, "
-        "P = every weight but the input embedding table, the output head counted (prompt tokens and attention "
-        'products left out). "% square" is that rate over the square GEMM measured in this run and dtype (the '
-        'machine\'s matmul rate; target >= 40%), "% decode GEMM" over the decoding-shape GEMM with its weights '
-        "streamed from memory. CPU/wall: this process's CPU seconds per wall second (near the thread count when "
-        "nothing else ran).",
+        "P = every weight but the input embedding table, the output head counted (attention products left out); "
+        'it leaves out the prompts\' prefill, which the wall time includes: "GFLOP/s incl. prompts" adds the '
+        'prompts\' real tokens (once per path, padding not counted) to the slot tokens. "% square" is the '
+        "decoding rate over the square GEMM measured in this run and dtype (the machine's matmul rate; target "
+        '>= 40%), "% decode GEMM" over the decoding-shape GEMM with its weights streamed from memory. '
+        "CPU/wall: this process's CPU seconds per wall second (near the thread count when nothing else ran).",
         "",
         *notes,
         "",
         "| model | cap | path | useful tokens | slot tokens | useful fraction | truncated | useful tok/s | "
-        "slot tok/s | x ref useful tok/s | CPU/wall | decoding GFLOP/s | % square | % decode GEMM | correct | "
+        "slot tok/s | x ref useful tok/s | CPU/wall | decoding GFLOP/s | % square | % decode GEMM | "
+        "GFLOP/s incl. prompts | % square incl. prompts | correct | "
         "same answer as ref | same text as ref |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "|" + " --- |" * 19,
     ]
     n = len(problems)
     summary = []
@@ -347,6 +365,9 @@ def report(a, argv, problems, results: list[Measured], notes, load_start, total_
         ref = next(r for r in results if r.model == res.model and r.cap == res.cap)  # the first path run
         s = res.stats
         rate = decode_flops_per_s(res.params, s.slot_tokens_per_s)
+        with_prompts = decode_flops_per_s(
+            res.params, (s.slot_tokens + res.prompt_tokens) / max(s.wall_s, 1e-9)
+        )
         same = sum(x.extracted == y.extracted for x, y in zip(res.verdicts, ref.verdicts, strict=True))
         same_text = sum(g.text == r.text for g, r in zip(res.gens, ref.gens, strict=True))
         x_ref = s.useful_tokens_per_s / ref.stats.useful_tokens_per_s
@@ -355,6 +376,7 @@ def report(a, argv, problems, results: list[Measured], notes, load_start, total_
             f"{s.useful_fraction:.1%} | {sum(g.truncated for g in res.gens)}/{n} | {s.useful_tokens_per_s:.1f} | "
             f"{s.slot_tokens_per_s:.1f} | {x_ref:.2f}x | {res.cpu_s / max(s.wall_s, 1e-9):.2f} | "
             f"{rate / 1e9:.3g} | {rate / res.rates['square']:.1%} | {rate / res.rates['decode']:.1%} | "
+            f"{with_prompts / 1e9:.3g} | {with_prompts / res.rates['square']:.1%} | "
             f"{sum(v.correct for v in res.verdicts)}/{n} | {same}/{n} | {same_text}/{n} |"
         )
         if res is not ref:

@@ -69,5 +69,6 @@ def test_main_on_the_tiny_model_writes_every_path(tiny_model_dir, tmp_path):
     static = rows[0]
     for fp32 in rows[1:4]:  # the fp32 continuous paths compute the static path's tokens
         assert fp32[3] == static[3] and fp32[-1] == "2/2 |" and fp32[-2] == "2/2"
-    assert all(float(r[11]) > 0 for r in rows)  # decoding GFLOP/s
+    assert all(0 < float(r[11]) < float(r[14]) for r in rows)  # decoding GFLOP/s, then with the prompts added
+    assert "min in all" in doc and "partial" not in doc  # the last write replaced the per-path ones
     assert "--paths static drop one-prefill drop@1 --bf16" in doc
