@@ -129,6 +129,11 @@ class EvalConfig(Strict):
     # Also evaluate after exactly k training examples inside one run (one epoch, constant lr, sequential
     # order): one run yields the whole data-size curve for a seed.
     at_examples: list[Int] | None = None
+    # k solved training examples shown before every evaluation question: the format-controlled baseline (what
+    # prompting the same model gives, so a fine-tuning gain is more than learning to stop and write the answer).
+    # Drawn once from data.train with data.eval_seed, disjoint from every evaluation slice and contamination-
+    # checked against them, so every problem and every point sees the same k examples (run.few_shot_examples).
+    few_shot: Int = Field(0, ge=0, le=16)
     # General-ability multiple-choice sets scored by log-likelihood (forgetting), e.g. ["piqa", "hellaswag"].
     general: list[str] = Field(default_factory=list)
     general_size: Int = Field(200, ge=1)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from mathgpt.checker import CHECKER_VERSION, Verdict, grade_both
 from mathgpt.data import Example
 from mathgpt.generate import generate
-from mathgpt.prompts import format_prompt
+from mathgpt.prompts import Shot, cut_invented_shot, format_prompt
 from mathgpt.stats import wilson_ci
 
 
@@ -44,13 +45,19 @@ def evaluate(
     max_new_tokens: int,
     batch_size: int,
     desc: str,
+    shots: Sequence[Shot] = (),
 ) -> EvalResult:
+    """Greedy answers for every problem of ``eval_sets`` in one generate call, graded; ``shots`` are the solved
+    examples a k-shot prompt shows first (an answer that goes on to invent another one is cut there)."""
     start = time.perf_counter()
     problems = [(s.name, ex) for s in eval_sets for ex in s.examples]
-    prompts = [format_prompt(ex.question, prompt_format, tokenizer) for _, ex in problems]
+    prompts = [format_prompt(ex.question, prompt_format, tokenizer, shots) for _, ex in problems]
     gens, stats = generate(
         model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, desc=desc
     )
+    if shots:  # a cut answer ended: it is not truncated, whatever the cap did to the invented example
+        cut = [cut_invented_shot(g.text, prompt_format, tokenizer) for g in gens]
+        gens = [replace(g, text=t, truncated=g.truncated and not c) for g, (t, c) in zip(gens, cut, strict=True)]
     records = []
     for (set_name, ex), gen in zip(problems, gens, strict=True):
         verdict, strict = grade_both(ex.answer, gen.text, ex.grader)

@@ -52,7 +52,7 @@ PER_PROBLEM = ("correct", "answered", "status")
 # docs/CONTRACTS.md "Per-problem matrix": one row per (point or base, problem), in problems.csv, the report
 # and the study's W&B table.
 PROBLEM_COLUMNS = ["eval_set", "level", "subject", "steps", "problem_id", "correct", "answered", "status"]
-MATRIX_COLUMNS = ["model", "trial", "seed", "point", "train_examples", "epoch"]
+MATRIX_COLUMNS = ["model", "baseline", "trial", "seed", "point", "train_examples", "epoch"]
 MATRIX_COLUMNS += [k.column for k in KNOBS if k.setting] + PROBLEM_COLUMNS
 
 
@@ -121,6 +121,8 @@ class Point(_Record):
     gen: dict[str, Any] | None
     knobs: dict[str, Any]  # {knob column: value}, from KNOBS
     machine: dict[str, Any] | None = None  # where it ran (mathgpt.machine), when recorded
+    # How it was asked: {"format": resolved prompt format, "few_shot": k, "shot_ids": [...], "max_new_tokens"}
+    prompt: dict[str, Any] | None = None
 
     def dump(self) -> dict[str, Any]:
         """The JSON line (``None`` fields kept: every line has every key)."""
@@ -172,3 +174,11 @@ def study_points(study: Any) -> dict[int, list[Point]]:
 def study_bases(study: Any) -> dict[str, BasePoint]:
     """A study's base points by model name."""
     return {m: BasePoint.model_validate(b) for m, b in (study.user_attrs.get("bases") or {}).items()}
+
+
+def study_baselines(study: Any) -> dict[str, dict[str, BasePoint]]:
+    """A study's extra baselines (the sweep's ``baselines``): {model: {baseline name: point}}."""
+    return {
+        m: {name: BasePoint.model_validate(b) for name, b in by_name.items()}
+        for m, by_name in (study.user_attrs.get("baselines") or {}).items()
+    }

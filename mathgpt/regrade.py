@@ -19,7 +19,7 @@ import optuna
 from mathgpt.checker import CHECKER_VERSION, grade_both
 from mathgpt.example import DataError
 from mathgpt.jsonl import read_jsonl
-from mathgpt.record import Point, SelectSlice, study_bases, trial_points
+from mathgpt.record import Point, SelectSlice, study_bases, study_baselines, trial_points
 from mathgpt.scored import by_set, slice_summary
 from mathgpt.storage import open_study
 
@@ -130,6 +130,11 @@ def regrade_study(study: optuna.Study, regraded: dict[Path, list[dict]]) -> list
     for model, base in study_bases(study).items():
         recs = records_of(base.dir, f"base of {model}")
         bases[model] = regraded_point(base, recs, "base", eval_ids)
+    baselines: dict[str, dict] = {}
+    for model, by_name in study_baselines(study).items():
+        for label, point in by_name.items():
+            recs = records_of(point.dir, f"baseline '{label}' of {model}")
+            baselines.setdefault(model, {})[label] = regraded_point(point, recs, "base", eval_ids)
     trials = {}
     for t in study.get_trials(deepcopy=False):
         points = trial_points(t)
@@ -137,6 +142,8 @@ def regrade_study(study: optuna.Study, regraded: dict[Path, list[dict]]) -> list
             recs = records_of(t.user_attrs.get("trial_dir"), f"trial {t.number}")
             trials[str(t.number)] = [regraded_point(p, recs, "finetuned", eval_ids) for p in points]
     study.set_user_attr("bases", bases)
+    if baselines:
+        study.set_user_attr("baselines", baselines)
     study.set_user_attr("regraded_points", trials)
     study.set_user_attr("checker_version", CHECKER_VERSION)
     return [f"study {study.study_name}: {len(bases)} base(s) and {len(trials)} trial(s) re-scored with checker "

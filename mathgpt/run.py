@@ -33,6 +33,7 @@ from mathgpt.config import ConfigError, LoraSettings, ModelConfig, RunConfig, Tr
 from mathgpt.evaluate import EvalSet, evaluate
 from mathgpt.machine import describe, machine_info
 from mathgpt.model import add_lora, load_model, load_tokenizer, meta_model, resolve_device
+from mathgpt.prompts import resolved_format
 from mathgpt.record import Point, knob_values
 from mathgpt.scored import Scored, point_line, prediction_rows, sum_gen, summary
 from mathgpt.track import start_run
@@ -58,6 +59,7 @@ class RunData:
     choices: dict[str, tuple[general.ChoiceItem, ...]]  # the eval.general slices by set name
     dropped: int = 0  # training rows dropped as contaminated
     n_train_by_source: dict[str, int] = field(default_factory=dict)
+    shots: list[data.Example] = field(default_factory=list)  # eval.few_shot's solved examples, in prompt order
 
     def fingerprints(self) -> dict[str, str | None]:
         sel = [ex for s in self.select for ex in s.examples]
@@ -96,23 +98,38 @@ def eval_slices(cfg: RunConfig) -> tuple[list[EvalSet], list[EvalSet]]:
     return report, select
 
 
+def few_shot_examples(cfg: RunConfig, held: list[data.Example]) -> list[data.Example]:
+    """``eval.few_shot`` solved examples from the training pool, drawn with ``data.eval_seed`` (never the
+    training seed: every trial's baseline shows the same ones), none of them an evaluation problem or a
+    near-copy of one (the training set's contamination check)."""
+    d, k = cfg.data, cfg.eval.few_shot
+    pool = data.load(d.train, d.data_dir, sources=d.sources)
+    ids = {ex.id for ex in held}
+    bad = contamination.contaminated_ids(pool, held)
+    clean = [ex for ex in pool if ex.id not in ids and ex.id not in bad and ex.solution.strip()]
+    if k > len(clean):
+        raise data.DataError(f"{d.train}: eval.few_shot {k} is more than its {len(clean)} clean examples")
+    return data.held_out_slice(clean, k, d.eval_seed)
+
+
 def load_data(cfg: RunConfig) -> RunData:
-    """Evaluation slices and the training subset (a nested prefix of the pool under ``seed``)."""
+    """Evaluation slices, the few-shot examples and the training subset (a nested prefix under ``seed``)."""
     report, select = eval_slices(cfg)
     d = cfg.data
     e = cfg.eval  # the general sets are read now: an unknown set fails before any file is written
     choices = multiple_choice.general_slices(e.general, e.general_size, d.eval_seed, d.data_dir)
+    held = [ex for s in report + select for ex in s.examples]
+    shots = few_shot_examples(cfg, held) if e.few_shot else []
     if d.train_size == 0 or cfg.train.epochs == 0:
-        return RunData([], report, select, choices)
+        return RunData([], report, select, choices, shots=shots)
     pool = data.load(d.train, d.data_dir, sources=d.sources)
     dropped = 0
     if d.drop_contaminated:
-        held = [ex for s in report + select for ex in s.examples]
         bad = contamination.contaminated_ids(pool, held)
         dropped = len(bad)
         pool = [ex for ex in pool if ex.id not in bad]
     rows = general.mix_train_set(pool, d.train_size, cfg.seed, d.mix, d.data_dir)
-    return RunData(rows, report, select, choices, dropped, general.count_by_source(rows))
+    return RunData(rows, report, select, choices, dropped, general.count_by_source(rows), shots)
 
 
 # --- the recipe unpacks its config: library functions below take plain arguments -----------------------------
@@ -208,6 +225,7 @@ def score(model, tokenizer, cfg: RunConfig, rd: RunData, desc: str) -> Scored:
             max_new_tokens=cfg.eval.max_new_tokens,
             batch_size=cfg.eval.batch_size,
             desc=desc,
+            shots=[(ex.question, ex.solution) for ex in rd.shots],
         )
     n_rep = sum(len(s.examples) for s in rd.report)
     return Scored(res.records[:n_rep], res.records[n_rep:], res)
@@ -412,6 +430,12 @@ class PointRecorder:
             knobs=self.knobs,
             machine=self.machine,
             general=general,
+            prompt={
+                "format": resolved_format(self.cfg.data.prompt_format, self.tokenizer),
+                "few_shot": len(self.rd.shots),
+                "shot_ids": [ex.id for ex in self.rd.shots],
+                "max_new_tokens": self.cfg.eval.max_new_tokens,
+            },
         )
         _log_point(
             self.tracker, self.files, line, scored, model_name, self.cfg.tracking.predictions_table_rows

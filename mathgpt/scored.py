@@ -59,6 +59,7 @@ def point_line(
     knobs: dict,
     machine: dict | None = None,
     general: dict | None = None,
+    prompt: dict | None = None,
 ) -> Point:
     """One epochs.jsonl line (docs/CONTRACTS.md) as a record; ``knobs`` from ``record.knob_values``."""
     rep = scored.report
@@ -93,6 +94,7 @@ def point_line(
         gen=scored.result.gen,
         knobs=knobs,
         machine=machine,
+        prompt=prompt,
     )
 
 

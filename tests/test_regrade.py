@@ -51,6 +51,8 @@ def make_study(root: Path) -> optuna.Study:
     write_run(root / "base", "base", [0])
     base = records.point([0, 0], point=0, epoch=0.0, train_examples=0, checker_version="old") | old
     study.set_user_attr("bases", {"tiny": base | {"dir": str(root / "base")}})
+    write_run(root / "base-fs", "base", [0])  # a few-shot baseline: re-scored like the base
+    study.set_user_attr("baselines", {"tiny": {"fs": base | {"dir": str(root / "base-fs")}}})
     study.set_user_attr("eval_problems", [{"id": i, "eval_set": "synthetic:test"} for i in IDS])
     study.set_user_attr("eval_fingerprint", FP)
     study.set_user_attr("checker_version", "old")
@@ -83,10 +85,12 @@ def test_refuse_then_regrade_then_report(tmp_path, capsys):
     assert main(["regrade", str(root)]) == 0
     out = capsys.readouterr().out
     assert sorted(line.split("/")[-2] for line in out.splitlines() if line.startswith("wrote")) == [
-        "base", "trial_0", "trial_1"
+        "base", "base-fs", "trial_0", "trial_1"
     ]  # fmt: skip
     study = sw.open_study("s", runs_dir=tmp_path / "runs")
     assert study.user_attrs["checker_version"] == CHECKER_VERSION
+    fs = study.user_attrs["baselines"]["tiny"]["fs"]
+    assert fs["checker_version"] == CHECKER_VERSION and fs["correct"] == [1, 0] and fs["dir"].endswith("base-fs")
     sw.check_checker(study, root)  # the sweep accepts the study again
 
     # report: it reads the regraded verdicts (p0 is now right everywhere)

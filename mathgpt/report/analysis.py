@@ -47,8 +47,77 @@ def tuned_points(data: StudyData) -> pd.DataFrame:
 
 
 def base_vector(data: StudyData, model: str) -> np.ndarray:
+    """The per-problem verdicts of the baseline this model's gains are measured against (``report.baseline``)."""
     row = data.points[data.points["trial"].isna() & (data.points["model"] == model)].iloc[0]
     return np.asarray(row["_correct"], dtype=float)
+
+
+def model_baselines(data: StudyData, model: str) -> pd.DataFrame:
+    """Every baseline of one model (the zero-shot base and the sweep's ``baselines``), chosen one marked."""
+    b = data.baselines
+    return b[b["model"] == model] if len(b) else b
+
+
+BASELINE_COLUMNS = [
+    "train_examples", "baseline", "chosen", "few_shot", "max_new_tokens", "base_k", "n", "base_accuracy",
+    "base_truncated", "base_answered", "select_accuracy", "gain", "lo", "hi", "interval", "p_above_zero",
+]  # fmt: skip
+
+
+def baseline_gains(data: StudyData, model: str, mask: np.ndarray) -> pd.DataFrame:
+    """Per size and baseline: the chosen points' gain against that baseline, paired on the same problems, with
+    the same interval as the answer's (so the table shows what each way of prompting the base leaves)."""
+    rows = []
+    for size, pts in sorted(arms(data, model).items()):
+        mat = arm_matrix(pts)[:, mask]
+        for _, b in model_baselines(data, model).iterrows():
+            vec = np.asarray(b["_correct"], dtype=float)[mask]
+            ci = paired_gain(vec, mat, data.alpha)
+            rows.append(
+                {
+                    "train_examples": size,
+                    "baseline": b["baseline"],
+                    "chosen": bool(b["chosen"]),
+                    "few_shot": int(b["few_shot"] or 0),
+                    "max_new_tokens": b["max_new_tokens"],
+                    "base_k": int(vec.sum()),
+                    "n": int(mask.sum()),
+                    "base_accuracy": float(vec.mean()),
+                    "base_truncated": b["n_truncated"] / b["n"],  # over the whole report slice
+                    "base_answered": _answered_rate(pd.DataFrame([b]), mask),
+                    "select_accuracy": b["select_accuracy"],
+                    "gain": ci.mean,
+                    "lo": ci.lo,
+                    "hi": ci.hi,
+                    "interval": ci.method,
+                    "p_above_zero": ci.p_above(0.0),
+                }
+            )
+    return pd.DataFrame(rows, columns=BASELINE_COLUMNS)
+
+
+@dataclass(frozen=True)
+class AnsweredGain:
+    """The gain at one size on only the problems the baseline gave an answer to: a format-neutral diagnostic
+    (a model that merely learned to stop and answer gains nothing here)."""
+
+    size: int
+    n: int  # problems the baseline answered, of the slice's
+    of: int
+    gain: Gain | None  # None when the baseline answered none
+
+
+def answered_gain(data: StudyData, model: str, mask: np.ndarray, size: int) -> AnsweredGain | None:
+    pts = arms(data, model).get(size)
+    if pts is None:
+        return None
+    row = data.points[data.points["trial"].isna() & (data.points["model"] == model)].iloc[0]
+    if not isinstance(row["_answered"], list | tuple):
+        return None
+    keep = mask & (np.asarray(row["_answered"], dtype=float) == 1)
+    n = int(keep.sum())
+    gain = paired_gain(base_vector(data, model)[keep], arm_matrix(pts)[:, keep], data.alpha) if n else None
+    return AnsweredGain(size, n, int(mask.sum()), gain)
 
 
 def models(data: StudyData) -> list[str]:
@@ -179,7 +248,7 @@ def size_tests(data: StudyData, model: str, mask: np.ndarray) -> pd.DataFrame:
                 "p_above_zero": ci.p_above(0.0),
                 "power_delta": power_at_observed(ci, data.delta),
                 "answered": _answered_rate(pts, mask),
-                "base_answered": _answered_rate(
+                "base_answered": _answered_rate(  # the chosen baseline's
                     data.points[data.points["trial"].isna() & (data.points["model"] == model)], mask
                 ),
                 "per_seed": seeds,

@@ -29,11 +29,13 @@ def knob_effects(data: StudyData) -> pd.DataFrame:
     rows = []
     for knob in SETTING:
         others = [c for c in SETTING if c != knob]
-        values = sorted(tuned[knob].dropna().unique())
-        if len(values) < 2:
+        if tuned[knob].dropna().nunique() < 2:
             continue
-        ref = values[0]
         for (model, size), g in tuned.groupby(["model", "train_examples"]):
+            # the reference is the smallest value at this size: a second epoch over half the data (epoch 2)
+            # pairs with one epoch over all of it at the same examples seen, not with a curve's early point
+            values = sorted(g[knob].dropna().unique())
+            ref = values[0] if values else None
             for value in values[1:]:
                 refs, vals = [], []
                 for _, grp in g.groupby(["seed", *others], dropna=False):

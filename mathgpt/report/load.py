@@ -23,6 +23,7 @@ from mathgpt.record import (
     SETTING,
     Point,
     study_bases,
+    study_baselines,
     study_points,
 )
 from mathgpt.stats import wilson_ci
@@ -49,6 +50,10 @@ class StudyData:
     select_fingerprint: str | None = None
     eval_fingerprint: str | None = None
     fail_reasons: dict[int, str] = field(default_factory=dict)
+    # Every baseline of every model (the study's zero-shot base "base" and the sweep's ``baselines``), one row
+    # each like ``points``' base rows; ``points`` holds the one each model's gains are measured against.
+    baselines: pd.DataFrame = field(default_factory=pd.DataFrame)
+    baseline_rule: str = "base"  # report.baseline: "strongest", "base" or a baseline's name
 
 
 def _point_row(line: Point) -> dict[str, Any]:
@@ -75,14 +80,33 @@ def _point_row(line: Point) -> dict[str, Any]:
         "_correct": line.correct,
         "_answered": line.answered,
         "_status": line.status,
+        "few_shot": (line.prompt or {}).get("few_shot", 0),
+        "max_new_tokens": (line.prompt or {}).get("max_new_tokens"),
     }
 
 
 ROW_COLUMNS = [
     "point", "train_examples", "epoch", "optimizer_steps", "train_tokens", "loss", "n", "n_correct", "accuracy",
     "ci_lo", "ci_hi", "n_answered", "n_truncated", "select_accuracy", "select_n", "fingerprint", "general",
-    "_correct", "_answered", "_status",
+    "_correct", "_answered", "_status", "few_shot", "max_new_tokens",
 ]  # fmt: skip
+
+
+def choose_baseline(rows: list[dict[str, Any]], rule: str) -> dict[str, Any]:
+    """The baseline a model's gains are measured against: by name, or "strongest": the highest selection-slice
+    accuracy (the report slice never picks it; without a selection slice, the report slice), ties to the
+    higher report accuracy, so a tie never favours fine-tuning."""
+    if rule != "strongest":
+        named = [r for r in rows if r["baseline"] == rule]
+        if not named:
+            raise PairingError(f"report.baseline '{rule}' has no run in this study")
+        return named[0]
+
+    def strength(r: dict[str, Any]) -> tuple[float, float]:
+        sel = r["select_accuracy"]
+        return (r["accuracy"] if sel is None else sel, r["accuracy"])
+
+    return max(rows, key=strength)
 
 
 def _check_pair(model: str, where: str, fp: str | None, base_fp: str | None) -> None:
@@ -111,15 +135,26 @@ def load_study(study: optuna.Study) -> StudyData:
             problems[col] = None
     n_problems = len(problems)
     bases = study_bases(study)
+    extra = study_baselines(study)
     report_cfg = (attrs.get("sweep_config") or {}).get("report") or {}
+    rule = str(report_cfg.get("baseline", "strongest"))
     rows: list[dict[str, Any]] = []
+    baseline_rows: list[dict[str, Any]] = []
     for model, base in bases.items():
-        row = _point_row(base)
-        rows.append(
-            row
-            | {"model": model, "trial": pd.NA, "state": "BASE", "seed": pd.NA, "train_examples": 0}
-            | {"trial_dir": base.dir}
-        )
+        candidates = []
+        for label, line in {"base": base, **extra.get(model, {})}.items():
+            where = f"baseline '{label}' of {model}"
+            if label != "base":
+                _check_pair(model, where, line.fingerprint, base.fingerprint)
+                _check_checker(where, line.checker_version, base.checker_version)
+            candidates.append(
+                _point_row(line)
+                | {"model": model, "trial": pd.NA, "state": "BASE", "seed": pd.NA, "train_examples": 0}
+                | {"trial_dir": line.dir, "baseline": label}
+            )
+        chosen = choose_baseline(candidates, rule)
+        baseline_rows += [r | {"chosen": r is chosen} for r in candidates]
+        rows.append(chosen)
     states: dict[str, int] = {}
     fails: dict[int, str] = {}
     stored = study_points(study)
@@ -143,12 +178,14 @@ def load_study(study: optuna.Study) -> StudyData:
             _check_pair(row["model"], where, line.fingerprint, bases[row["model"]].fingerprint)
             _check_checker(where, line.checker_version, bases[row["model"]].checker_version)
             rows.append(row)
-    columns = ROW_COLUMNS + ["model", "trial", "state", "seed", "mix_fraction", "trial_dir"]
+    columns = ROW_COLUMNS + ["model", "trial", "state", "seed", "mix_fraction", "trial_dir", "baseline"]
     columns += [c for c in KNOB_COLUMNS if c not in columns]
     points = pd.DataFrame(rows).reindex(columns=columns)
     points["trial"] = points["trial"].astype("Int64")
     points["epoch"] = points["epoch"].astype(float).round(6)
-    matrix = build_matrix(points, problems)
+    baselines = pd.DataFrame(baseline_rows).reindex(columns=[*columns, "chosen"])
+    # problems.csv holds every baseline's verdicts, the chosen one once, then the fine-tuned points
+    matrix = build_matrix(pd.concat([baselines, points[points["trial"].notna()]], ignore_index=True), problems)
     return StudyData(
         name=study.study_name,
         matrix=matrix,
@@ -161,6 +198,8 @@ def load_study(study: optuna.Study) -> StudyData:
         select_fingerprint=attrs.get("select_fingerprint"),
         eval_fingerprint=attrs.get("eval_fingerprint"),
         fail_reasons=fails,
+        baselines=baselines.reset_index(drop=True),
+        baseline_rule=rule,
     )
 
 

@@ -22,6 +22,8 @@ from mathgpt.report.tables import (
     analyse,
     answer_csv,
     answer_sentence,
+    answered_sentence,
+    baseline_sentence,
     breakdown_table,
     machine_notes,
     points_table,
@@ -153,7 +155,10 @@ def _context(
         ]
     )
     for model in models:
-        text = " ".join(answer_sentence(data, b, results[model][b]) for b in primary)
+        said = [answer_sentence(data, b, results[model][b]) for b in primary]
+        said += [baseline_sentence(data, results[model][primary[0]])] if primary else []
+        said += [answered_sentence(b, results[model][b]) for b in primary]
+        text = " ".join(t for t in said if t)
         lines.append(f"{model}: {text}" if len(models) > 1 else text)
     sel = an.choose(data)
     on_report = bool(len(sel)) and (sel["selected_on"] == "report").any()
@@ -201,4 +206,5 @@ def _context(
             {m for per in results.values() for r in per.values() for m in r["tests"]["interval"]}
         ),
         "min_seeds": MIN_SEEDS_RETRAIN,
+        "baseline_rule": data.baseline_rule,
     }

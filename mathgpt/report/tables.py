@@ -83,9 +83,13 @@ def analyse(data: StudyData) -> dict[str, dict[str, Any]]:
         out[model] = {}
         for bench, mask in an.benchmarks(data).items():
             tests = an.size_tests(data, model, mask)
+            answer = an.fixed_sequence(tests, data.delta)
+            at = answer.size if answer.size is not None else (int(tests["train_examples"].max()) if len(tests) else None)
             out[model][bench] = {
                 "tests": tests,
-                "answer": an.fixed_sequence(tests, data.delta),
+                "baselines": an.baseline_gains(data, model, mask),
+                "answered": None if at is None else an.answered_gain(data, model, mask, at),
+                "answer": answer,
                 "beats": an.fixed_sequence(tests, 0.0),
                 "slope": an.slope_fit(data, model, mask),
                 "needed": an.examples_needed(data, model, mask),
@@ -166,6 +170,64 @@ def answer_sentence(data: StudyData, bench: str, r: dict[str, Any]) -> str:
     return "; ".join(parts) + "."
 
 
+# A baseline whose cap cuts off more than this share of its answers is scored partly on format (issue 17).
+MAX_BASELINE_TRUNCATED = 0.05
+
+
+def _prompt(few_shot: Any, cap: Any) -> str:
+    k = int(few_shot or 0)
+    shots = f"{k}-shot" if k else "zero-shot"
+    return shots + (f", cap {int(cap)}" if cap is not None and not pd.isna(cap) else "")
+
+
+def baseline_sentence(data: StudyData, r: dict[str, Any]) -> str:
+    """Which baseline the gains are measured against, how it was chosen, and the others (first screen)."""
+    b = r["baselines"]
+    if b.empty:
+        return ""
+    first = b[b["train_examples"] == b["train_examples"].max()]
+    chosen = first[first["chosen"]].iloc[0]
+    how = {
+        "strongest": "the strongest baseline by selection-slice accuracy",
+        "base": "the zero-shot base (report.baseline: base)",
+    }.get(data.baseline_rule, f"the baseline named in report.baseline")
+
+    def desc(row: pd.Series) -> str:
+        return (
+            f"'{row['baseline']}' ({_prompt(row['few_shot'], row['max_new_tokens'])}: "
+            f"{_pct(row['base_accuracy'])}, {_pct(row['base_truncated'])} truncated)"
+        )
+
+    text = f"Gains are measured against {how}, {desc(chosen)}"
+    others = [desc(row) for _, row in first[~first["chosen"]].iterrows()]
+    if others:
+        gains = "; ".join(
+            f"{desc(row)} {_pts(row['gain'])} [{_pts(row['lo'])}, {_pts(row['hi'])}]"
+            for _, row in first[~first["chosen"]].iterrows()
+        )
+        text += f"; against the other{'s' if len(others) > 1 else ''} at {int(chosen['train_examples'])} examples: {gains}"
+    if chosen["base_truncated"] > MAX_BASELINE_TRUNCATED:
+        text += (
+            f". Warning: its cap truncates {_pct(chosen['base_truncated'])} of its answers (over "
+            f"{100 * MAX_BASELINE_TRUNCATED:g}%), so it is partly scored on format: raise its max_new_tokens"
+        )
+    return text + "."
+
+
+def answered_sentence(bench: str, r: dict[str, Any]) -> str:
+    """The format-neutral diagnostic: the gain on only the problems the baseline answered."""
+    a = r["answered"]
+    if a is None:
+        return ""
+    if a.gain is None:
+        return f"Format-neutral check on {bench}: the baseline answered none of the {a.of} problems."
+    g = a.gain
+    return (
+        f"Format-neutral check on {bench} (a diagnostic, not the answer): on the {a.n} of {a.of} problems the "
+        f"baseline answered, {a.size} examples gain {_pts(g.mean)} points [{_pts(g.lo)}, {_pts(g.hi)}]."
+    )
+
+
 def _verdict(verdict: str, power: float) -> str:
     """A failed bound is inconclusive, not a shortfall: say how likely this slice was to clear it."""
     return f"fail: inconclusive (power {_power(power)})" if verdict == "fail" else verdict
@@ -222,7 +284,28 @@ def tables(
                     "detection limit (pts)": f"{100 * r['limit0']:.1f} ({100 * r['limit_delta']:.1f} to show +{100 * data.delta:g})",
                 }
             )
-    out = {"answer": pd.DataFrame(rows), "fits": pd.DataFrame(fits)}
+    against = []
+    for model, per in results.items():
+        for bench, r in per.items():
+            for _, b in r["baselines"].iterrows():
+                against.append(
+                    {
+                        "model": model,
+                        "benchmark": bench,
+                        "examples": b["train_examples"],
+                        "baseline": b["baseline"] + (" (chosen)" if b["chosen"] else ""),
+                        "prompt": _prompt(b["few_shot"], b["max_new_tokens"]),
+                        "baseline accuracy": f"{b['base_k']}/{b['n']} = {_pct(b['base_accuracy'])}",
+                        "selection slice": _pct(b["select_accuracy"]) if b["select_accuracy"] is not None and not pd.isna(b["select_accuracy"]) else "none",
+                        "truncated": _pct(b["base_truncated"]),
+                        "answered": _pct(b["base_answered"]),
+                        "gain (pts)": _pts(b["gain"]),
+                        "95% CI": f"[{_pts(b['lo'])}, {_pts(b['hi'])}]",
+                        "interval covers": COVERS[b["interval"]],
+                        "p (gain ≤ 0)": _p(b["p_above_zero"]),
+                    }
+                )
+    out = {"answer": pd.DataFrame(rows), "fits": pd.DataFrame(fits), "baselines": pd.DataFrame(against)}
     if not effects.empty:
         out["knobs"] = pd.DataFrame(
             {
@@ -397,9 +480,11 @@ def answer_csv(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for model, per in results.items():
         for bench, r in per.items():
+            b = r["baselines"]
+            against = b.loc[b["chosen"], "baseline"].iloc[0] if len(b) else "base"
             for _, t in r["tests"].iterrows():
                 rows.append(
-                    {"model": model, "benchmark": bench}
+                    {"model": model, "benchmark": bench, "baseline": against}
                     | {
                         k: t[k]
                         for k in [

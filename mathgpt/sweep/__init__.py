@@ -143,8 +143,8 @@ def run_sweep(
             console.print(f"[{name}] re-queued trials lost by a dead worker: {lost}")
         run_bases(study, sweep, base_raw, out_dir, name)
         check_checker(study, out_dir)
-        if sweep.sampler.type == "grid":  # queued once by the launcher, so two workers never get one point
-            for params in grid_points(sweep):
+        if sweep.sampler.type in ("grid", "list"):  # queued once by the launcher: two workers never get one
+            for params in grid_points(sweep) if sweep.sampler.type == "grid" else sweep.design_points():
                 study.enqueue_trial(params, skip_if_exists=True)
     if workers > 1:
         run_workers(workers, sweep_path, url, name, output_dir, n_trials)

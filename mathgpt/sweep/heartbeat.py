@@ -125,8 +125,12 @@ def requeue(study: optuna.Study, t: FrozenTrial) -> None:
 def remaining_trials(study: optuna.Study, sweep: SweepConfig) -> int:
     """How many more trials this worker should start, given what is finished and running anywhere."""
     target = sweep.n_trials or 0
-    if sweep.sampler.type == "grid":
-        size = math.prod(len(v) for v in sweep.grid().values())
+    if sweep.sampler.type in ("grid", "list"):
+        size = (
+            math.prod(len(v) for v in sweep.grid().values())
+            if sweep.sampler.type == "grid"
+            else len(sweep.design_points())
+        )
         target = min(target, size) if target else size
     trials = study.get_trials(deepcopy=False)
     done = sum(counts_as_done(t) for t in trials)

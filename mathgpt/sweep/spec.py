@@ -31,6 +31,7 @@ from mathgpt.record import KNOBS, knob_values
 from mathgpt.storage import check_study_name
 
 SEED_PARAM = "seed"  # the seeds axis's param name and its run-config key
+DESIGN_OVERRIDES = "overrides"  # a "list" design entry's own run-config keys beyond its params
 # Keys that choose the evaluation slices: a study that varied them could not pair its trials.
 SLICE_KEYS = ("data.eval", "data.eval_seed", "data.eval_size", "data.select_size", "eval.general",
               "eval.general_size", "data.data_dir")  # fmt: skip
@@ -57,7 +58,9 @@ class ParamSpec(Strict):
 
 
 class SamplerSpec(Strict):
-    type: Literal["tpe", "random", "grid"] = "tpe"
+    # "list": exactly the sweep's ``trials`` points, each for its seeds (a design that is not a full grid,
+    # e.g. a second rank at one data size); they are queued as fixed trials, so nothing is sampled.
+    type: Literal["tpe", "random", "grid", "list"] = "tpe"
     seed: int = 0
 
 
@@ -80,6 +83,25 @@ class ReportSpec(Strict):
     alpha: float = Field(0.05, gt=0, lt=1)
     power: float = Field(0.8, gt=0, lt=1)
     general_margin: float = Field(0.03, gt=0, lt=1)  # general ability: TOST equivalence margin
+    # What the gains are measured against: "strongest" (the baseline with the highest selection-slice
+    # accuracy, so the choice never looks at the report slice), "base" (the zero-shot base at the trials' own
+    # prompt and cap), or the name of one of the sweep's ``baselines``.
+    baseline: str = "strongest"
+
+
+class BaselineSpec(Strict):
+    """The base model scored another way, once per model: the k-shot prompt and/or another token cap."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")  # its run folder: base-<name>
+    few_shot: int = Field(0, ge=0, le=16)  # eval.few_shot
+    max_new_tokens: int | None = Field(None, ge=1)  # eval.max_new_tokens; null: the trials' cap
+
+    def values(self) -> dict[str, Any]:
+        """The run-config keys this baseline sets on top of the base run's."""
+        out: dict[str, Any] = {"eval.few_shot": self.few_shot}
+        if self.max_new_tokens is not None:
+            out["eval.max_new_tokens"] = self.max_new_tokens
+        return out
 
 
 class SweepConfig(Strict):
@@ -92,6 +114,10 @@ class SweepConfig(Strict):
     timeout_s: float = Field(gt=0)  # each worker's time budget; a trial in progress is finished first
     params: dict[str, ParamSpec] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)  # training seeds: an axis
+    # sampler "list" only: the design's points, {param name: value}, each run for every seed, or for the
+    # seeds its own "seed" entry lists (e.g. a second epoch count on two of four seeds).
+    trials: list[dict[str, Any]] | None = None
+    baselines: list[BaselineSpec] = Field(default_factory=list)
     report: ReportSpec = ReportSpec()
 
     @field_validator("study")
@@ -104,10 +130,12 @@ class SweepConfig(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> SweepConfig:
-        if self.sampler.type == "grid":
+        if self.sampler.type in ("grid", "list"):
             loose = [n for n, p in self.params.items() if p.type != "categorical"]
             if loose:
-                raise ValueError(f"the grid sampler needs categorical params; not: {', '.join(loose)}")
+                raise ValueError(
+                    f"the {self.sampler.type} sampler needs categorical params; not: {', '.join(loose)}"
+                )
         elif self.n_trials is None:
             raise ValueError(f"the {self.sampler.type} sampler needs 'n_trials'")
         keys = [p.key for p in self.params.values()]
@@ -117,6 +145,14 @@ class SweepConfig(Strict):
             raise ValueError("the training seed is the 'seeds' axis, not a param or an override")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("'seeds' repeats a seed")
+        self._check_design()
+        names = [b.name for b in self.baselines]
+        if len(set(names)) != len(names) or "base" in names:
+            raise ValueError("baseline names must be unique and not 'base' (the study's own base run)")
+        if self.report.baseline not in ("strongest", "base", *names):
+            raise ValueError(
+                f"report.baseline '{self.report.baseline}' is not 'strongest', 'base' or a baselines name"
+            )
         varied = [k for k in keys if k in SLICE_KEYS]
         if varied:
             raise ValueError(f"param '{varied[0]}' would change the evaluation slices between trials")
@@ -124,6 +160,48 @@ class SweepConfig(Strict):
             if p.key == "model.name" and p.type != "categorical":
                 raise ValueError("a model.name param must be categorical")
         return self
+
+    def _check_design(self) -> None:
+        if (self.sampler.type == "list") != (self.trials is not None):
+            raise ValueError("'trials' lists a design for sampler type 'list', and only for it")
+        space, seen = self.all_params(), set()
+        for i, point in enumerate(self.trials or []):
+            if set(point) - {SEED_PARAM, DESIGN_OVERRIDES} != set(self.params):
+                raise ValueError(
+                    f"trials[{i}] must set exactly the params {sorted(self.params)} (and 'seed', 'overrides')"
+                )
+            for name, value in point.items():
+                if name == DESIGN_OVERRIDES:
+                    if not isinstance(value, dict) or SEED_PARAM in value:
+                        raise ValueError(f"trials[{i}].overrides must map dotted run-config keys to values")
+                    if any(k in SLICE_KEYS for k in value):
+                        raise ValueError(f"trials[{i}].overrides would change the evaluation slices")
+                    continue
+                values = value if name == SEED_PARAM and isinstance(value, list) else [value]
+                bad = [v for v in values if v not in (space[name].choices or [])]
+                if bad:
+                    raise ValueError(f"trials[{i}]: {name}={bad[0]} is not among that param's choices")
+            key = tuple(sorted((k, repr(point[k])) for k in self.params))
+            if key in seen:  # a trial's overrides are found from its params, so each point's must be unique
+                raise ValueError(f"trials[{i}] repeats the params of an earlier entry")
+            seen.add(key)
+
+    def design_points(self) -> list[dict[str, Any]]:
+        """Every trial a "list" design queues, as {param name: value}, seed included, in the listed order."""
+        out = []
+        for point in self.trials or []:
+            seeds = point.get(SEED_PARAM, self.seeds)
+            for seed in seeds if isinstance(seeds, list) else [seeds]:
+                out.append({**{k: point[k] for k in self.params}, SEED_PARAM: seed})
+        return out
+
+    def design_overrides(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The run-config keys a "list" design's entry sets beyond its params (e.g. a second epoch count on a
+        smaller data size), for the trial with these params; {} for any other sampler."""
+        for point in self.trials or []:
+            if all(point[k] == params.get(k) for k in self.params):
+                return dict(point.get(DESIGN_OVERRIDES) or {})
+        return {}
 
     def all_params(self) -> dict[str, ParamSpec]:
         """The search space the study samples: ``params`` plus the ``seed`` axis."""
@@ -156,7 +234,9 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, dict[str, Any], dict[str,
         check_datasets(parse_config(base_raw))
     except (ConfigError, DataError) as err:
         raise ConfigError(f"{path}: base_config with overrides: {err}") from None
-    for name, p in sweep.all_params().items():
+    # A list design's points are probed whole below (a choice may be valid only with its entry's overrides).
+    probed = {SEED_PARAM: sweep.all_params()[SEED_PARAM]} if sweep.sampler.type == "list" else sweep.all_params()
+    for name, p in probed.items():
         # Every choice, and both ends of a range: a bad later value must not wait for its trial to fail.
         probes = list(p.choices) if p.choices else [p.low, p.high]
         if p.type in ("int", "log_int"):
@@ -166,6 +246,15 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, dict[str, Any], dict[str,
                 check_datasets(parse_config(set_dotted(base_raw, p.key, probe)))
             except (ConfigError, DataError) as err:
                 raise ConfigError(f"{path}: param '{name}': {err}") from None
+    for i, point in enumerate(sweep.trials or []):  # every listed design point must make a valid run
+        probe = base_raw
+        for key, value in [*((sweep.params[k].key, point[k]) for k in sweep.params),
+                           *(point.get(DESIGN_OVERRIDES) or {}).items()]:  # fmt: skip
+            probe = set_dotted(probe, key, value)
+        try:
+            check_datasets(parse_config(probe))
+        except (ConfigError, DataError) as err:
+            raise ConfigError(f"{path}: trials[{i}]: {err}") from None
     return sweep, raw, base_raw
 
 
@@ -178,7 +267,7 @@ def check_datasets(cfg: RunConfig) -> None:
 def make_sampler(spec: SamplerSpec, sweep: SweepConfig) -> optuna.samplers.BaseSampler:
     if spec.type == "grid":
         return optuna.samplers.GridSampler(sweep.grid(), seed=spec.seed)
-    if spec.type == "random":
+    if spec.type in ("random", "list"):  # a list design's trials are all queued: nothing is sampled
         return optuna.samplers.RandomSampler(seed=spec.seed)
     return optuna.samplers.TPESampler(seed=spec.seed)
 

@@ -120,41 +120,59 @@ def base_dir(out_dir: Path, model: str, models: list[str]) -> Path:
 def run_bases(
     study: optuna.Study, sweep: SweepConfig, base_raw: dict[str, Any], out_dir: Path, name: str
 ) -> None:
-    """Evaluate every model the study can sample once, un-tuned, and store the study's fixed slices.
+    """Evaluate every model the study can sample once, un-tuned, and store the study's fixed slices; then each
+    of the sweep's ``baselines`` (the same base model with a k-shot prompt or another cap) once per model.
 
     The first base fixes ``eval_problems`` and the fingerprints; a later model's base scored on other problems
     stops the study with one line (its trials could not be paired).
     """
     models = sweep.models(base_raw)
     for model in models:
-        if model in (study.user_attrs.get("bases") or {}):
-            continue
         values = {"train.epochs": 0, "eval.at_examples": None, "model.name": model}  # at_examples: 1 epoch
-        raw = trial_config(base_raw, values, f"{name}-base", name, base=True)
-        run_dir = base_dir(out_dir, model, models).resolve()
-        with claim_base(run_dir):  # a sweep started at the same moment waits, then finds the base stored
-            if model in (study.user_attrs.get("bases") or {}):
-                console.print(f"[{name}] base model {model}: evaluated by another sweep on this study")
+        main = base_dir(out_dir, model, models).resolve()
+        runs = [("base", values, main)]
+        runs += [(b.name, values | b.values(), main.with_name(f"{main.name}-{b.name}")) for b in sweep.baselines]
+        for label, vals, run_dir in runs:
+            if _stored(study, model, label):
                 continue
-            console.print(f"[{name}] base model {model}: evaluating once for the study in {run_dir}")
-            t0 = time.time()
-            child = spawn_run(raw, run_dir)
-            try:
-                code = child.wait()
-            finally:
-                stop(child)
-            lines = [ln for ln in read_new_points(run_dir / "epochs.jsonl", 0)[0] if ln.point == 0]
-            if code != 0 or not lines:  # without its zero point a study means nothing: stop with one line
-                log = run_dir / "log.txt"
-                raise ConfigError(
-                    f"the base run of {model} failed (exit {code}): {last_line(log)} (full log: {log})"
-                )
-            store_base(study, model, lines[-1], run_dir)
-        line = lines[-1]
-        took = fmt_s(time.time() - t0)
-        console.print(
-            f"[{name}] base {model}: accuracy {line.accuracy:.3f} on {line.n_eval} problems ({took})"
-        )
+            raw = trial_config(base_raw, vals, f"{name}-{label}", name, base=True)
+            with claim_base(run_dir):  # a sweep started at the same moment waits, then finds the base stored
+                if _stored(study, model, label):
+                    console.print(f"[{name}] {label} of {model}: evaluated by another sweep on this study")
+                    continue
+                what = "base model" if label == "base" else f"baseline '{label}'"
+                console.print(f"[{name}] {what} {model}: evaluating once for the study in {run_dir}")
+                t0 = time.time()
+                line = _base_point(raw, run_dir, f"the {label} run of {model}")
+                if label == "base":
+                    store_base(study, model, line, run_dir)
+                else:
+                    store_baseline(study, model, label, line, run_dir)
+            console.print(
+                f"[{name}] {label} {model}: accuracy {line.accuracy:.3f} on {line.n_eval} problems, "
+                f"{line.n_truncated} truncated ({fmt_s(time.time() - t0)})"
+            )
+
+
+def _stored(study: optuna.Study, model: str, label: str) -> bool:
+    attrs = study.user_attrs
+    if label == "base":
+        return model in (attrs.get("bases") or {})
+    return label in ((attrs.get("baselines") or {}).get(model) or {})
+
+
+def _base_point(raw: dict[str, Any], run_dir: Path, what: str) -> Point:
+    """Run one base evaluation in its subprocess; its point 0, or one line on why there is none."""
+    child = spawn_run(raw, run_dir)
+    try:
+        code = child.wait()
+    finally:
+        stop(child)
+    lines = [ln for ln in read_new_points(run_dir / "epochs.jsonl", 0)[0] if ln.point == 0]
+    if code != 0 or not lines:  # without its zero point a study means nothing: stop with one line
+        log = run_dir / "log.txt"
+        raise ConfigError(f"{what} failed (exit {code}): {last_line(log)} (full log: {log})")
+    return lines[-1]
 
 
 def store_base(study: optuna.Study, model: str, line: Point, run_dir: Path) -> None:
@@ -170,16 +188,28 @@ def store_base(study: optuna.Study, model: str, line: Point, run_dir: Path) -> N
         }
         for key, value in fixed.items():
             study.set_user_attr(key, value)
-        attrs = study.user_attrs
+    point = _study_point(study, line, f"base run of {model}")
+    bases = dict(study.user_attrs.get("bases") or {})
+    bases[model] = point.stored() | {"dir": str(run_dir)}
+    study.set_user_attr("bases", bases)
+
+
+def store_baseline(study: optuna.Study, model: str, label: str, line: Point, run_dir: Path) -> None:
+    """A baseline's point in ``baselines[model][label]``, checked against the study's slices like a base."""
+    point = _study_point(study, line, f"baseline '{label}' of {model}")
+    baselines = dict(study.user_attrs.get("baselines") or {})
+    baselines[model] = dict(baselines.get(model) or {}) | {label: point.stored() | {"dir": str(run_dir)}}
+    study.set_user_attr("baselines", baselines)
+
+
+def _study_point(study: optuna.Study, line: Point, what: str) -> Point:
+    attrs = study.user_attrs
     eval_ids = [p["id"] for p in attrs["eval_problems"]]
     try:
         pts.check_point(line, attrs.get("eval_fingerprint"), attrs.get("select_fingerprint"))
-        point = pts.to_study_order(line, eval_ids)
+        return pts.to_study_order(line, eval_ids)
     except pts.SliceMismatch as err:
-        raise ConfigError(f"base run of {model}: {err}") from None
-    bases = dict(attrs.get("bases") or {})
-    bases[model] = point.stored() | {"dir": str(run_dir)}
-    study.set_user_attr("bases", bases)
+        raise ConfigError(f"{what}: {err}") from None
 
 
 # ------------------------------------------------------------------------------------------- objective
@@ -249,6 +279,7 @@ class Objective:
         trial.set_user_attr("worker", {"host": self.host, "pid": os.getpid()})
         trial.set_user_attr("heartbeat", run.t0)
         values = suggest(trial, self.sweep.all_params())
+        values |= self.sweep.design_overrides(trial.params)  # a "list" design entry's own keys
         if queued_twice(frozen(trial.study, trial.number), trial.study.get_trials(deepcopy=False)):
             trial.set_user_attr("duplicate", True)
             trial.set_user_attr(
