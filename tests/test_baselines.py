@@ -199,7 +199,7 @@ def test_a_named_baseline_that_did_not_run_is_refused() -> None:
 
 def test_every_baseline_gets_its_paired_gain_and_the_format_neutral_line(tmp_path) -> None:
     study = with_baseline(tr.make_study(), stronger(), select=0.3, truncated=20)
-    out = write_report(study, tmp_path, n_boot=50)
+    out = write_report(study, tmp_path)
     data = load_study(study)
     mask = an.benchmarks(data)["synthetic:test"]
     gains = an.baseline_gains(data, "tiny", mask)

@@ -70,7 +70,7 @@ def test_refuse_then_regrade_then_report(tmp_path, capsys):
     study = make_study(root)
     # refuse: the report will not pair verdicts of two checkers, nor will the sweep add trials to the study
     with pytest.raises(PairingError, match="mathgpt regrade"):
-        write_report(study, tmp_path / "before", n_boot=10)
+        write_report(study, tmp_path / "before")
     with pytest.raises(ConfigError, match=f"run `mathgpt regrade {root}` first"):
         sw.check_checker(study, root)
     grid = {"size": {"key": "data.train_size", "type": "categorical", "choices": [8]}}
@@ -94,7 +94,7 @@ def test_refuse_then_regrade_then_report(tmp_path, capsys):
     sw.check_checker(study, root)  # the sweep accepts the study again
 
     # report: it reads the regraded verdicts (p0 is now right everywhere)
-    trials = pd.read_csv(write_report(study, tmp_path / "after", n_boot=10) / "trials.csv")
+    trials = pd.read_csv(write_report(study, tmp_path / "after") / "trials.csv")
     assert trials["accuracy"].tolist() == [0.5, 0.5, 0.5]
     matrix = pd.read_csv(tmp_path / "after" / "problems.csv")
     assert matrix.loc[matrix["problem_id"] == "p0", "status"].eq("correct").all()

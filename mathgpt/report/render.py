@@ -59,13 +59,12 @@ def write_report(
     out_dir: str | Path | None = None,
     *,
     storage_url: str | None = None,
-    n_boot: int = an.N_BOOT,
 ) -> Path:
     """Write report.md, report.html, the figures, problems.csv, trials.csv and answer.csv for a study."""
     data = load_study(study)
     out = Path(out_dir) if out_dir is not None else Path("analysis") / check_study_name(data.name)
     out.mkdir(parents=True, exist_ok=True)
-    results = analyse(data, n_boot)
+    results = analyse(data)
     effects = ef.knob_effects(data)
     report_cfg = (study.user_attrs.get("sweep_config") or {}).get("report") or {}
     margin = float(report_cfg.get("general_margin", ef.GENERAL_MARGIN))
