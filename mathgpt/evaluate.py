@@ -57,7 +57,9 @@ def evaluate(
     )
     if shots:  # a cut answer ended: it is not truncated, whatever the cap did to the invented example
         cut = [cut_invented_shot(g.text, prompt_format, tokenizer) for g in gens]
-        gens = [replace(g, text=t, truncated=g.truncated and not c) for g, (t, c) in zip(gens, cut, strict=True)]
+        gens = [
+            replace(g, text=t, truncated=g.truncated and not c) for g, (t, c) in zip(gens, cut, strict=True)
+        ]
     records = []
     for (set_name, ex), gen in zip(problems, gens, strict=True):
         verdict, strict = grade_both(ex.answer, gen.text, ex.grader)

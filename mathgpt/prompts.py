@@ -33,7 +33,7 @@ _NEXT_SHOT = {"plain": "\nQuestion:", "alpaca": "\nBelow is an instruction"}
 
 
 def resolved_format(fmt: PromptFormat, tokenizer=None) -> str:
-    """"auto" resolved for this tokenizer: the model's own chat template when it has one, else "plain"."""
+    """ "auto" resolved for this tokenizer: the model's own chat template when it has one, else "plain"."""
     if fmt == "auto":
         return "chat" if getattr(tokenizer, "chat_template", None) else "plain"
     return fmt

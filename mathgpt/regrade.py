@@ -19,7 +19,7 @@ import optuna
 from mathgpt.checker import CHECKER_VERSION, grade_both
 from mathgpt.example import DataError
 from mathgpt.jsonl import read_jsonl
-from mathgpt.record import Point, SelectSlice, study_bases, study_baselines, trial_points
+from mathgpt.record import Point, SelectSlice, study_baselines, study_bases, trial_points
 from mathgpt.scored import by_set, slice_summary
 from mathgpt.storage import open_study
 

@@ -59,7 +59,9 @@ class RunData:
     choices: dict[str, tuple[general.ChoiceItem, ...]]  # the eval.general slices by set name
     dropped: int = 0  # training rows dropped as contaminated
     n_train_by_source: dict[str, int] = field(default_factory=dict)
-    shots: list[data.Example] = field(default_factory=list)  # eval.few_shot's solved examples, in prompt order
+    shots: list[data.Example] = field(
+        default_factory=list
+    )  # eval.few_shot's solved examples, in prompt order
 
     def fingerprints(self) -> dict[str, str | None]:
         sel = [ex for s in self.select for ex in s.examples]

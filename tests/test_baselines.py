@@ -24,7 +24,10 @@ from tests import test_report as tr
 from tests.conftest import tiny_run_config
 from tests.test_sweep_study import fake_runs, write_study  # noqa: F401 - fake_runs is a fixture
 
-SHOTS = [("What is 1 + 1?", "1 + 1 = 2.\nThe answer is 2."), ("What is 2 * 3?", "2 * 3 = 6.\nThe answer is 6.")]
+SHOTS = [
+    ("What is 1 + 1?", "1 + 1 = 2.\nThe answer is 2."),
+    ("What is 2 * 3?", "2 * 3 = 6.\nThe answer is 6."),
+]
 
 
 # ------------------------------------------------------------------------------------------- prompts
@@ -37,7 +40,9 @@ def test_plain_k_shot_prompt_shows_solved_examples_then_the_question() -> None:
         "Question: What is 2 * 3?\nAnswer: 2 * 3 = 6.\nThe answer is 6.\n\n"
         "Question: What is 4 - 1?\nAnswer: "
     )
-    assert format_prompt("What is 4 - 1?", "plain") == "Question: What is 4 - 1?\nAnswer: "  # zero-shot unchanged
+    assert (
+        format_prompt("What is 4 - 1?", "plain") == "Question: What is 4 - 1?\nAnswer: "
+    )  # zero-shot unchanged
 
 
 def test_chat_k_shot_prompt_is_earlier_turns(tiny_model_dir) -> None:
@@ -73,7 +78,9 @@ def test_few_shot_examples_are_fixed_by_the_eval_seed_and_never_an_evaluation_pr
     # the training seed never moves them (every trial's baseline shows the same); the eval seed does
     other_seed = parse_config(raw | {"seed": 5})
     assert [ex.id for ex in few_shot_examples(other_seed, held)] == [ex.id for ex in shots]
-    moved = parse_config(tiny_run_config(tmp_path, data={"eval_size": 30, "eval_seed": 3}, eval={"few_shot": 5}))
+    moved = parse_config(
+        tiny_run_config(tmp_path, data={"eval_size": 30, "eval_seed": 3}, eval={"few_shot": 5})
+    )
     rep3, sel3 = eval_slices(moved)
     assert [ex.id for ex in few_shot_examples(moved, [e for s in rep3 + sel3 for e in s.examples])] != [
         ex.id for ex in shots
@@ -97,15 +104,21 @@ def test_a_base_run_with_few_shot_records_what_it_was_asked(tiny_model_dir, tmp_
 
 def test_each_baseline_runs_once_per_model_with_its_prompt_and_cap(tmp_path, fake_runs) -> None:  # noqa: F811
     baselines = [{"name": "fs", "few_shot": 3, "max_new_tokens": 40}]
-    study = sw.run_sweep(write_study(tmp_path, baselines=baselines), output_dir=tmp_path / "runs", report=False)
+    study = sw.run_sweep(
+        write_study(tmp_path, baselines=baselines), output_dir=tmp_path / "runs", report=False
+    )
     stored = study.user_attrs["baselines"]
     assert set(stored) == {"/fake/a", "/fake/b"} and all(set(v) == {"fs"} for v in stored.values())
     assert Path(stored["/fake/a"]["fs"]["dir"]).name == "base-a-fs"
     cfg = yaml.safe_load((tmp_path / "runs" / "s" / "base-a-fs" / "cfg.yaml").read_text())
-    assert cfg["eval"]["few_shot"] == 3 and cfg["eval"]["max_new_tokens"] == 40 and cfg["train"]["epochs"] == 0
+    assert (
+        cfg["eval"]["few_shot"] == 3 and cfg["eval"]["max_new_tokens"] == 40 and cfg["train"]["epochs"] == 0
+    )
     main = yaml.safe_load((tmp_path / "runs" / "s" / "base-a" / "cfg.yaml").read_text())
     assert main["eval"].get("few_shot", 0) == 0  # the study's own base keeps the trials' prompt
-    again = sw.run_sweep(write_study(tmp_path, baselines=baselines), output_dir=tmp_path / "runs", report=False)
+    again = sw.run_sweep(
+        write_study(tmp_path, baselines=baselines), output_dir=tmp_path / "runs", report=False
+    )
     assert again.user_attrs["baselines"] == stored  # a rerun evaluates nothing twice
 
 
@@ -131,7 +144,9 @@ def test_a_list_design_runs_exactly_its_points_with_their_own_keys(tmp_path, fak
     ]
     path = write_study(tmp_path, [0, 1], sampler={"type": "list"}, trials=trials)
     study = sw.run_sweep(path, output_dir=tmp_path / "runs", report=False)
-    done = sorted((t.params["model"], t.params["seed"]) for t in study.trials if t.state == TrialState.COMPLETE)
+    done = sorted(
+        (t.params["model"], t.params["seed"]) for t in study.trials if t.state == TrialState.COMPLETE
+    )
     assert done == [("/fake/a", 0), ("/fake/a", 1), ("/fake/b", 1)]
     for t in study.trials:
         cfg = yaml.safe_load((Path(t.user_attrs["trial_dir"]) / "cfg.yaml").read_text())
@@ -203,7 +218,10 @@ def test_every_baseline_gets_its_paired_gain_and_the_format_neutral_line(tmp_pat
     data = load_study(study)
     mask = an.benchmarks(data)["synthetic:test"]
     gains = an.baseline_gains(data, "tiny", mask)
-    assert set(gains["baseline"]) == {"base", "few_shot"} and gains["chosen"].sum() == gains["train_examples"].nunique()
+    assert (
+        set(gains["baseline"]) == {"base", "few_shot"}
+        and gains["chosen"].sum() == gains["train_examples"].nunique()
+    )
     pts = an.arms(data, "tiny")[128]
     mat = an.arm_matrix(pts)[:, mask]
     for name, vec in (("base", tr.BASE), ("few_shot", stronger())):
@@ -217,7 +235,10 @@ def test_every_baseline_gets_its_paired_gain_and_the_format_neutral_line(tmp_pat
     assert ag.n == int(keep.sum()) and ag.gain.mean == pytest.approx(hand.mean)
     md = (out / "report.md").read_text()
     screen = next(line for line in md.splitlines() if line.startswith("> **"))
-    assert "measured against the strongest baseline by selection-slice accuracy, 'few_shot' (4-shot, cap 256" in screen
+    assert (
+        "measured against the strongest baseline by selection-slice accuracy, 'few_shot' (4-shot, cap 256"
+        in screen
+    )
     assert f"on the {ag.n} of {int(mask.sum())} problems the baseline answered" in screen
     assert "its cap truncates 12.5% of its answers" in screen  # 20 of 160 > 5%
     assert "## Gains against each baseline" in md and "few_shot (chosen)" in md

@@ -90,7 +90,9 @@ def test_refuse_then_regrade_then_report(tmp_path, capsys):
     study = sw.open_study("s", runs_dir=tmp_path / "runs")
     assert study.user_attrs["checker_version"] == CHECKER_VERSION
     fs = study.user_attrs["baselines"]["tiny"]["fs"]
-    assert fs["checker_version"] == CHECKER_VERSION and fs["correct"] == [1, 0] and fs["dir"].endswith("base-fs")
+    assert (
+        fs["checker_version"] == CHECKER_VERSION and fs["correct"] == [1, 0] and fs["dir"].endswith("base-fs")
+    )
     sw.check_checker(study, root)  # the sweep accepts the study again
 
     # report: it reads the regraded verdicts (p0 is now right everywhere)

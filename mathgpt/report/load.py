@@ -22,8 +22,8 @@ from mathgpt.record import (
     PROBLEM_COLUMNS,
     SETTING,
     Point,
-    study_bases,
     study_baselines,
+    study_bases,
     study_points,
 )
 from mathgpt.stats import wilson_ci
@@ -185,7 +185,9 @@ def load_study(study: optuna.Study) -> StudyData:
     points["epoch"] = points["epoch"].astype(float).round(6)
     baselines = pd.DataFrame(baseline_rows).reindex(columns=[*columns, "chosen"])
     # problems.csv holds every baseline's verdicts, the chosen one once, then the fine-tuned points
-    matrix = build_matrix(pd.concat([baselines, points[points["trial"].notna()]], ignore_index=True), problems)
+    matrix = build_matrix(
+        pd.concat([baselines, points[points["trial"].notna()]], ignore_index=True), problems
+    )
     return StudyData(
         name=study.study_name,
         matrix=matrix,

@@ -84,7 +84,11 @@ def analyse(data: StudyData) -> dict[str, dict[str, Any]]:
         for bench, mask in an.benchmarks(data).items():
             tests = an.size_tests(data, model, mask)
             answer = an.fixed_sequence(tests, data.delta)
-            at = answer.size if answer.size is not None else (int(tests["train_examples"].max()) if len(tests) else None)
+            at = (
+                answer.size
+                if answer.size is not None
+                else (int(tests["train_examples"].max()) if len(tests) else None)
+            )
             out[model][bench] = {
                 "tests": tests,
                 "baselines": an.baseline_gains(data, model, mask),
@@ -190,7 +194,7 @@ def baseline_sentence(data: StudyData, r: dict[str, Any]) -> str:
     how = {
         "strongest": "the strongest baseline by selection-slice accuracy",
         "base": "the zero-shot base (report.baseline: base)",
-    }.get(data.baseline_rule, f"the baseline named in report.baseline")
+    }.get(data.baseline_rule, "the baseline named in report.baseline")
 
     def desc(row: pd.Series) -> str:
         return (
@@ -296,7 +300,9 @@ def tables(
                         "baseline": b["baseline"] + (" (chosen)" if b["chosen"] else ""),
                         "prompt": _prompt(b["few_shot"], b["max_new_tokens"]),
                         "baseline accuracy": f"{b['base_k']}/{b['n']} = {_pct(b['base_accuracy'])}",
-                        "selection slice": _pct(b["select_accuracy"]) if b["select_accuracy"] is not None and not pd.isna(b["select_accuracy"]) else "none",
+                        "selection slice": _pct(b["select_accuracy"])
+                        if b["select_accuracy"] is not None and not pd.isna(b["select_accuracy"])
+                        else "none",
                         "truncated": _pct(b["base_truncated"]),
                         "answered": _pct(b["base_answered"]),
                         "gain (pts)": _pts(b["gain"]),

@@ -235,7 +235,9 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, dict[str, Any], dict[str,
     except (ConfigError, DataError) as err:
         raise ConfigError(f"{path}: base_config with overrides: {err}") from None
     # A list design's points are probed whole below (a choice may be valid only with its entry's overrides).
-    probed = {SEED_PARAM: sweep.all_params()[SEED_PARAM]} if sweep.sampler.type == "list" else sweep.all_params()
+    probed = (
+        {SEED_PARAM: sweep.all_params()[SEED_PARAM]} if sweep.sampler.type == "list" else sweep.all_params()
+    )
     for name, p in probed.items():
         # Every choice, and both ends of a range: a bad later value must not wait for its trial to fail.
         probes = list(p.choices) if p.choices else [p.low, p.high]

@@ -131,7 +131,9 @@ def run_bases(
         values = {"train.epochs": 0, "eval.at_examples": None, "model.name": model}  # at_examples: 1 epoch
         main = base_dir(out_dir, model, models).resolve()
         runs = [("base", values, main)]
-        runs += [(b.name, values | b.values(), main.with_name(f"{main.name}-{b.name}")) for b in sweep.baselines]
+        runs += [
+            (b.name, values | b.values(), main.with_name(f"{main.name}-{b.name}")) for b in sweep.baselines
+        ]
         for label, vals, run_dir in runs:
             if _stored(study, model, label):
                 continue
