@@ -36,6 +36,10 @@ from mathgpt.train import IGNORE, LeftPadCollator, Tokenized, completion_loss
 # these counts took about 30 s in all for experiments/cpu_smollm2.yaml (see README, "Dry run").
 PROBE_TRAIN_STEPS = 3
 PROBE_DECODE_STEPS = 3
+# Seconds after which a phase (training, each decoding) stops adding timed steps (it keeps at least one): on a
+# busy machine (load average 6 on 2 cores, 2026-12-02) one SmolLM2 decoding step of 150 slots took 10 s and a
+# training step of 8 rows 38 s, and the full counts made a 349 s probe.
+PROBE_PHASE_S = 10.0
 # Above this many parameters the dry run does not probe (it says so): the probe's cost grows with the model,
 # and a 7B model in fp32 on a CPU would need ~29 GB and minutes per training step.
 PROBE_MAX_PARAMS = 1_000_000_000
@@ -54,6 +58,7 @@ class Rates:
     probe_s: float  # the whole probe, loading included
     train_rows: int  # rows per timed training step
     train_steps: int  # timed training steps (one more ran as warm-up)
+    decode_steps: dict[str, int]  # timed decoding steps by kind (one more each ran as warm-up)
     prefill_rows: int  # prompts in the timed prefill
     load_avg: float  # the 1-minute load average when the probe started: other work on the CPU slows it
 
@@ -147,9 +152,16 @@ def recorded_tokens_per_answer(
 
 
 def time_training(
-    model, batches: list[list[Tokenized]], *, pad_id: int, mixed_precision: str, max_grad_norm: float
-) -> float:
-    """Padded tokens per second of optimizer steps on ``batches`` (the first one untimed: warm-up).
+    model,
+    batches: list[list[Tokenized]],
+    *,
+    pad_id: int,
+    mixed_precision: str,
+    max_grad_norm: float,
+    budget_s: float = float("inf"),
+) -> tuple[float, int]:
+    """(padded tokens per second, steps timed) of optimizer steps on ``batches``: the first one untimed
+    (warm-up), then the others until ``budget_s`` has passed (at least one).
 
     Each step is what CompletionTrainer runs: the completion loss under the run's autocast, backward, gradient
     clipping, an AdamW step on the trainable (LoRA) parameters.
@@ -160,10 +172,12 @@ def time_training(
     opt = torch.optim.AdamW(params, lr=1e-5)
     model.train()
     warm = 1 if len(batches) > 1 else 0  # a single batch is timed cold
-    start, tokens = time.perf_counter(), 0
+    start, tokens, timed = time.perf_counter(), 0, 0
     for i, rows in enumerate(batches):
         if i == warm:
             start = time.perf_counter()
+        elif timed and time.perf_counter() - start >= budget_s:
+            break
         inputs = {k: v.to(device) for k, v in collate(rows).items()}
         with torch.autocast(device.type, torch.bfloat16, enabled=mixed_precision == "bf16"):
             loss = completion_loss(model, inputs)
@@ -173,8 +187,9 @@ def time_training(
         opt.zero_grad(set_to_none=True)
         if i >= warm:
             tokens += inputs["input_ids"].numel()
+            timed += 1
     model.eval()
-    return tokens / (time.perf_counter() - start)
+    return tokens / (time.perf_counter() - start), timed
 
 
 def probe_batches(rows: list[Tokenized], batch: int, order: str, steps: int) -> list[list[Tokenized]]:
@@ -215,13 +230,23 @@ def probe(
     group = by_length[mid : mid + PREFILL_ROWS]
     time_prefill(model, group[:2], pad_id)  # warm-up
     prefill_rate = sum(map(len, group)) / time_prefill(model, group, pad_id)
-    step_s = {"base": time_decode_steps(model, rows=slots, context=context, steps=decode_steps)}
-    train_rate = None
+    step_s, n_decode = {}, {}
+    step_s["base"], n_decode["base"] = time_decode_steps(
+        model, rows=slots, context=context, steps=decode_steps, budget_s=PROBE_PHASE_S
+    )
+    train_rate, n_train = None, 0
     if train_batches:
         model = add_lora(model, **lora_settings)
-        step_s["finetuned"] = time_decode_steps(model, rows=slots, context=context, steps=decode_steps)
-        train_rate = time_training(
-            model, train_batches, pad_id=pad_id, mixed_precision=mixed_precision, max_grad_norm=max_grad_norm
+        step_s["finetuned"], n_decode["finetuned"] = time_decode_steps(
+            model, rows=slots, context=context, steps=decode_steps, budget_s=PROBE_PHASE_S
+        )
+        train_rate, n_train = time_training(
+            model,
+            train_batches,
+            pad_id=pad_id,
+            mixed_precision=mixed_precision,
+            max_grad_norm=max_grad_norm,
+            budget_s=PROBE_PHASE_S,
         )
     del model
     return Rates(
@@ -233,7 +258,8 @@ def probe(
         load_s=load_s,
         probe_s=time.perf_counter() - t0,
         train_rows=len(train_batches[0]) if train_batches else 0,
-        train_steps=max(0, len(train_batches) - 1),
+        train_steps=n_train,
+        decode_steps=n_decode,
         prefill_rows=len(group),
         load_avg=load_avg,
     )

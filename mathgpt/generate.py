@@ -441,11 +441,13 @@ def slot_cache_bytes(config, slots: int, span: int, dtype_bytes: int, more_promp
     return 2 * text.num_hidden_layers * slots * heads * capacity * head_dim * dtype_bytes
 
 
-def time_decode_steps(model, *, rows: int, context: int, steps: int) -> float:
-    """Seconds per decoding step of the continuous batch with ``rows`` live slots whose caches hold ``context``
-    columns: the step ``_continuous`` runs, on a zero-filled slot cache (shapes decide its cost, not values).
-
-    One untimed step first (kernel set-up). For the dry run's wall-time probe (``mathgpt.budget``).
+def time_decode_steps(
+    model, *, rows: int, context: int, steps: int, budget_s: float = float("inf")
+) -> tuple[float, int]:
+    """(seconds per step, steps timed) of the continuous batch's decoding step with ``rows`` live slots whose
+    caches hold ``context`` columns: the step ``_continuous`` runs, on a zero-filled slot cache (shapes decide
+    its cost, not values). One untimed step first (kernel set-up); then ``steps`` steps, or fewer once
+    ``budget_s`` has passed (at least one). For the dry run's wall-time probe (``mathgpt.budget``).
     """
     device, cache_kw = next(model.parameters()).device, _cache_kwarg(model)
     with torch.inference_mode():
@@ -457,10 +459,11 @@ def time_decode_steps(model, *, rows: int, context: int, steps: int) -> float:
         batch.mask[:, :context] = 1
         batch.pos[:] = context
         batch.step(cache_kw)
-        start = time.perf_counter()
-        for _ in range(steps):
+        start, done = time.perf_counter(), 0
+        while done < steps and (done == 0 or time.perf_counter() - start < budget_s):
             batch.step(cache_kw)
-        return (time.perf_counter() - start) / steps
+            done += 1
+        return (time.perf_counter() - start) / done, done
 
 
 def time_prefill(model, ids: list[list[int]], pad_id: int) -> float:

@@ -698,9 +698,11 @@ def wall_time_estimate(
         else f"; load average {rates.load_avg:.1f} on {cores} cores"
     )
     timed = f"{rates.train_steps} training steps of {rates.train_rows} rows, " if rates.train_steps else ""
+    kinds = {"base": "base", "finetuned": "with the adapter"}
+    decoded = ", ".join(f"{n} {kinds[k]}" for k, n in rates.decode_steps.items())
     lines.append(
-        f"  probe        {rates.probe_s:.0f} s (load {rates.load_s:.0f} s; {timed}{budget.PROBE_DECODE_STEPS} "
-        f"decoding steps x {rates.slots} slots at {rates.context} columns per model, one prefill of "
-        f"{rates.prefill_rows} prompts; one warm-up each){busy}; --no-probe skips it"
+        f"  probe        {rates.probe_s:.0f} s (load {rates.load_s:.0f} s; {timed}decoding steps of "
+        f"{rates.slots} slots at {rates.context} columns: {decoded}; one prefill of {rates.prefill_rows} "
+        f"prompts; one warm-up each){busy}; --no-probe skips it"
     )
     return wt, lines

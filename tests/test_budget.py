@@ -131,7 +131,9 @@ def test_dry_run_prints_a_probed_wall_time_on_the_tiny_model(tiny_model_dir, wri
     assert re.search(r"1 base model point x 8 problems .*<= 8 tokens each \(the cap", out), out
     assert re.search(r"1 fine-tuned point x 8 problems", out), out
     assert re.search(
-        r"probe +\d+ s \(load \d+ s; 3 training steps of 2 rows, 3 decoding steps x 8 slots", out
+        r"probe +\d+ s \(load \d+ s; 3 training steps of 2 rows, decoding steps of 8 slots at \d+ columns: "
+        r"3 base, 3 with the adapter; one prefill of 8 prompts",
+        out,
     )
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
 
