@@ -19,10 +19,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from mathgpt.run import dry_run, run_experiment
 
     cfg = load_config(args.config)
-    if args.dry_run:
-        print(dry_run(cfg))
-        return 0
     out = Path(args.output_dir or Path("runs") / cfg.name)
+    if args.dry_run:
+        print(dry_run(cfg, probe=not args.no_probe, runs_dir=out))
+        return 0
     run_experiment(cfg, out)
     return 0
 
@@ -65,7 +65,14 @@ def _positive_int(text: str) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from mathgpt.sweep import run_sweep
+    from mathgpt.sweep import dry_run_sweep, run_sweep
+
+    if args.dry_run:
+        for line in dry_run_sweep(
+            args.sweep, n_trials=args.n_trials, output_dir=args.output_dir, probe=not args.no_probe
+        ):
+            print(line, flush=True)
+        return 0
 
     run_sweep(
         args.sweep,
@@ -114,8 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("config")
     r.add_argument("--output-dir")
     r.add_argument(
-        "--dry-run", action="store_true", help="meta-device model: trainable params, memory estimate"
+        "--dry-run",
+        action="store_true",
+        help="trainable params, a memory estimate (meta device) and a wall time from a short timed probe",
     )
+    r.add_argument("--no-probe", action="store_true", help="with --dry-run: no model load, no wall time")
     r.set_defaults(fn=_cmd_run)
 
     c = sub.add_parser("check", help="grade one response against a gold answer")
@@ -161,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="local worker processes on the same storage, the CPU cores split between them",
     )
+    s.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="the runs it would start and their wall time (probed), nothing run",
+    )
+    s.add_argument("--no-probe", action="store_true", help="with --dry-run: list the runs, no wall time")
     s.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --workers' processes
     s.set_defaults(fn=_cmd_sweep)
 

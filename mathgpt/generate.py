@@ -439,3 +439,37 @@ def slot_cache_bytes(config, slots: int, span: int, dtype_bytes: int, more_promp
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     capacity = span + span // 2 + 1 if more_prompts else span
     return 2 * text.num_hidden_layers * slots * heads * capacity * head_dim * dtype_bytes
+
+
+def time_decode_steps(
+    model, *, rows: int, context: int, steps: int, budget_s: float = float("inf")
+) -> tuple[float, int]:
+    """(seconds per step, steps timed) of the continuous batch's decoding step with ``rows`` live slots whose
+    caches hold ``context`` columns: the step ``_continuous`` runs, on a zero-filled slot cache (shapes decide
+    its cost, not values). One untimed step first (kernel set-up); then ``steps`` steps, or fewer once
+    ``budget_s`` has passed (at least one). For the dry run's wall-time probe (``mathgpt.budget``).
+    """
+    device, cache_kw = next(model.parameters()).device, _cache_kwarg(model)
+    with torch.inference_mode():
+        # one 1-token prefill gives the cache's layer shapes (heads, head_dim, dtype) to allocate from
+        cache, _, _, _ = _prefill(model, [[0]], 0, device, cache_kw)
+        batch = _Slots(model, rows, context + steps + 2)
+        batch._allocate(cache, device)
+        batch.rows, batch.n = rows, context
+        batch.mask[:, :context] = 1
+        batch.pos[:] = context
+        batch.step(cache_kw)
+        start, done = time.perf_counter(), 0
+        while done < steps and (done == 0 or time.perf_counter() - start < budget_s):
+            batch.step(cache_kw)
+            done += 1
+        return (time.perf_counter() - start) / done, done
+
+
+def time_prefill(model, ids: list[list[int]], pad_id: int) -> float:
+    """Seconds of one prefill forward of ``ids`` (left-padded, as ``_continuous`` prefills a group)."""
+    device, cache_kw = next(model.parameters()).device, _cache_kwarg(model)
+    with torch.inference_mode():
+        start = time.perf_counter()
+        _prefill(model, ids, pad_id, device, cache_kw)
+        return time.perf_counter() - start

@@ -28,12 +28,12 @@ from rich.console import Console
 from rich.table import Table
 from transformers import set_seed
 
-from mathgpt import contamination, data, general, multiple_choice
+from mathgpt import budget, contamination, data, general, multiple_choice
 from mathgpt.config import ConfigError, LoraSettings, ModelConfig, RunConfig, TrainConfig, dump_config
 from mathgpt.evaluate import EvalSet, evaluate
 from mathgpt.machine import describe, machine_info
 from mathgpt.model import add_lora, load_model, load_tokenizer, meta_model, resolve_device
-from mathgpt.prompts import resolved_format
+from mathgpt.prompts import format_prompt, resolved_format
 from mathgpt.record import Point, knob_values
 from mathgpt.scored import Scored, point_line, prediction_rows, sum_gen, summary
 from mathgpt.track import start_run
@@ -571,8 +571,10 @@ def estimate_peak_memory_gib(
     return parts
 
 
-def dry_run(cfg: RunConfig) -> str:
-    """Trainable parameters and a memory estimate from the architecture alone (meta device: no weights)."""
+def dry_run(cfg: RunConfig, *, probe: bool = True, runs_dir: Path | None = None) -> str:
+    """Trainable parameters and a memory estimate from the architecture alone (meta device: no weights), and
+    with ``probe`` a wall-time estimate from a short timed probe on this machine (``wall_time_estimate``);
+    ``runs_dir`` is where earlier predictions of this run may lie (default ``runs/<name>``)."""
     model = meta_model(cfg.model.name)
     c = model.config
     total = sum(p.numel() for p in model.parameters())
@@ -589,4 +591,144 @@ def dry_run(cfg: RunConfig) -> str:
         "peak memory    ~{total:.1f} GiB (weights {weights:.1f}, LoRA+AdamW {lora_and_optimizer:.2f}, "
         "activations {activations:.1f}, logits {logits:.1f}) - an estimate".format(**mem),
     ]
+    if probe:
+        _, wall_lines = wall_time_estimate(cfg, runs_dir or Path("runs") / cfg.name, n_params=total)
+        lines += wall_lines
     return "\n".join(lines)
+
+
+def finetuned_points(cfg: RunConfig, n_train: int) -> int:
+    """Evaluation points after training starts: one per scheduled step or epoch end, at most one per step."""
+    if not n_train or not cfg.train.epochs:
+        return 0
+    steps, epochs = point_schedule(cfg)
+    if cfg.eval.at_examples:
+        # Trainer's optimizer steps per epoch: its batches (the last one partial) per grad_accum, at least 1
+        per_epoch = max(1, math.ceil(n_train / cfg.train.batch_size) // cfg.train.grad_accum)
+        return len(steps | {per_epoch})
+    return len(epochs)
+
+
+def wall_time_estimate(
+    cfg: RunConfig, runs_dir: Path, *, n_params: int, rates_cache: dict | None = None
+) -> tuple[budget.WallTime | None, list[str]]:
+    """The run's estimated wall time on this machine and the dry run's lines saying how it was made.
+
+    Loads the run's data and tokenizer, tokenizes its training rows and evaluation prompts, and probes the
+    model (``budget.probe``; a ``rates_cache`` shares one probe between runs that differ only in what the
+    probe does not time, e.g. a sweep's seeds and data sizes). Returns (None, one line) when it cannot probe
+    here: CUDA-only settings on this machine, or a model above ``budget.PROBE_MAX_PARAMS``.
+    """
+    try:
+        device = resolve_device(cfg.model.device, cfg.model.dtype, cfg.model.quantization)
+    except ConfigError as err:
+        return None, [f"wall time      not probed here: {err}"]
+    if n_params > budget.PROBE_MAX_PARAMS:
+        return None, [
+            f"wall time      not probed: {n_params / 1e9:.1f}B parameters is more than the probe's "
+            f"{budget.PROBE_MAX_PARAMS / 1e9:.1f}B"
+        ]
+    rd = load_data(cfg)
+    tokenizer = load_tokenizer(cfg.model.name)
+    d, e, t = cfg.data, cfg.eval, cfg.train
+    rows = tokenize(rd.train, tokenizer, d.prompt_format, d.max_seq_len) if rd.train else []
+    problems = [ex for s in rd.report + rd.select for ex in s.examples]
+    shots = [(ex.question, ex.solution) for ex in rd.shots]  # a k-shot baseline's prompts are longer
+    prompt_ids = [
+        tokenizer(format_prompt(ex.question, d.prompt_format, tokenizer, shots))["input_ids"] for ex in problems
+    ]
+    prompt_tokens = sum(map(len, prompt_ids))
+    slots = max(1, min(e.batch_size, len(problems)))
+    # A row's cache holds its prompt and its answer so far: time the steps at the middle of a capped answer.
+    context = round(prompt_tokens / len(problems)) + e.max_new_tokens // 2
+    points = {"base": int(e.base), "finetuned": finetuned_points(cfg, len(rows))}
+    key = (cfg.model.model_dump_json(), cfg.lora.model_dump_json(), t.batch_size, t.order, t.mixed_precision,
+           d.max_seq_len, slots, context, bool(points["finetuned"]))  # fmt: skip
+    cache = rates_cache if rates_cache is not None else {}
+    if not points["finetuned"] and key[:-1] + (True,) in cache:  # a probe that trained also timed the base
+        key = key[:-1] + (True,)
+    fresh = key not in cache
+    if fresh:
+        cache[key] = budget.probe(
+            cfg.model.name,
+            device=device,
+            model_settings=model_settings(cfg.model),
+            lora_settings=lora_settings(cfg.lora),
+            train_batches=budget.probe_batches(rows, t.batch_size, t.order, budget.PROBE_TRAIN_STEPS)
+            if points["finetuned"]
+            else [],
+            mixed_precision=t.mixed_precision,
+            max_grad_norm=t.max_grad_norm,
+            prompt_ids=prompt_ids,
+            pad_id=tokenizer.pad_token_id,
+            slots=slots,
+            context=context,
+        )
+    rates = cache[key]
+    recorded = budget.recorded_tokens_per_answer(runs_dir, cfg.model.name, e.max_new_tokens)
+    per_answer = {k: recorded[k][0] if k in recorded else float(e.max_new_tokens) for k in points}
+    padded = budget.padded_tokens([len(r["input_ids"]) for r in rows], t.batch_size, t.order)
+    wt = budget.wall_time(
+        train_padded_tokens=padded,
+        epochs=t.epochs,
+        train_tok_per_s=rates.train_tok_per_s,
+        points=points,
+        n_problems=len(problems),
+        prompt_tokens=prompt_tokens,
+        tokens_per_answer=per_answer,
+        slots=slots,
+        decode_step_s=rates.decode_step_s,
+        prefill_tok_per_s=rates.prefill_tok_per_s,
+        load_s=rates.load_s,
+    )
+    m = machine_info()
+    where = f"{m['cpu'] if not m['gpu'] else m['gpu']}, {m['torch_threads']} torch threads"
+    fmt, n = budget.fmt_duration, budget.fmt_count
+    lines = [
+        f"wall time      {fmt(wt.total_s)} on {where} (training {fmt(wt.train_s)}, evaluation "
+        f"{fmt(wt.eval_s)}, model load {fmt(wt.load_s)}), extrapolated from a timed probe"
+    ]
+    if padded:
+        real = sum(len(r["input_ids"]) for r in rows)
+        lines.append(
+            f"  training     {len(rows)} examples x {t.epochs} epoch{'s' if t.epochs > 1 else ''}: {n(real * t.epochs)} tokens "
+            f"({n(padded * t.epochs)} padded, {t.order} batches of {t.batch_size}) at "
+            f"{rates.train_tok_per_s:.0f} padded tok/s probed"
+        )
+    for kind, label in (("base", "base model"), ("finetuned", "fine-tuned")):
+        if not points[kind]:
+            continue
+        if kind in recorded:
+            mean, count = recorded[kind]
+            answers = f"{mean:.0f} tokens each (mean of {count} recorded answers of this model in {runs_dir})"
+        else:
+            answers = f"<= {e.max_new_tokens} tokens each (the cap: no recorded answers of this model)"
+        step = rates.decode_step_s[kind]
+        lines.append(
+            f"  evaluation   {points[kind]} {label} point{'s' if points[kind] > 1 else ''} x {len(problems)} problems {fmt(wt.eval_point_s[kind])} "
+            f"each: {answers}, {slots} slots at {step:.2f} s/step ({slots / step:.0f} slot tok/s probed), "
+            f"prefill {n(prompt_tokens)} prompt tokens at {rates.prefill_tok_per_s:.0f} tok/s"
+        )
+    if e.general:
+        lines.append(f"  not counted  eval.general {e.general} (multiple-choice scoring at every point)")
+    if not fresh:
+        lines.append(
+            "  probe        shared with another run listed here (the same model, LoRA, batch and slot settings)"
+        )
+        return wt, lines
+    cores = m["cpu_count"] or 1
+    busy = (
+        f"; the load average was {rates.load_avg:.1f} on {cores} cores when it started: other work shared the "
+        "CPU, so these rates (and the estimate) are a busy machine's"
+        if rates.load_avg > cores
+        else f"; load average {rates.load_avg:.1f} on {cores} cores"
+    )
+    timed = f"{rates.train_steps} training steps of {rates.train_rows} rows, " if rates.train_steps else ""
+    kinds = {"base": "base", "finetuned": "with the adapter"}
+    decoded = ", ".join(f"{n} {kinds[k]}" for k, n in rates.decode_steps.items())
+    lines.append(
+        f"  probe        {rates.probe_s:.0f} s (load {rates.load_s:.0f} s; {timed}decoding steps of "
+        f"{rates.slots} slots at {rates.context} columns: {decoded}; one prefill of {rates.prefill_rows} "
+        f"prompts; one warm-up each){busy}; --no-probe skips it"
+    )
+    return wt, lines

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -57,6 +58,7 @@ from mathgpt.sweep.workers import run_workers
 
 __all__ = [
     "ParamSpec", "PrunerSpec", "ReportSpec", "SamplerSpec", "SweepConfig", "TrialFailed", "applied_overrides",
+    "dry_run_sweep", "planned_runs",
     "Objective", "counts_as_done", "fmt_params", "is_stale", "load_sweep", "make_pruner",
     "make_sampler", "open_study", "pid_alive", "rdb_url", "read_new_points", "remaining_trials", "requeue",
     "resolve_storage", "retry_lost_trials", "run_name", "run_sweep", "spawn_run", "suggest", "trial_config",
@@ -83,6 +85,91 @@ def grid_points(sweep: SweepConfig) -> list[dict]:
     """Every point of a grid sweep, as {param name: value}, in the order the YAML lists the choices."""
     grid = sweep.grid()
     return [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+
+
+def planned_runs(sweep: SweepConfig, base_raw: dict, n_trials: int | None = None) -> list[tuple[str, dict]]:
+    """(label, raw run config) of every run a fresh study starts: each model's base run, then the trials.
+
+    A grid study's trials are its grid points (the first ``n_trials`` of them when given). Other samplers pick
+    their points as they go, so each of their ``n_trials`` trials stands for the top of every range and the
+    last choice of every categorical: an upper bound for sizes, epochs and ranks, not a prediction.
+    """
+    name = sweep.study
+    models = sweep.models(base_raw)
+    runs = []
+    for model in models:
+        values = {"train.epochs": 0, "eval.at_examples": None, "model.name": model}  # as run_bases sets them
+        runs.append((f"base {model}", trial_config(base_raw, values, f"{name}-base", name, base=True)))
+        for b in sweep.baselines:
+            raw = trial_config(base_raw, values | b.values(), f"{name}-{b.name}", name, base=True)
+            runs.append((f"baseline {b.name} {model}", raw))
+    specs = sweep.all_params()
+    if sweep.sampler.type == "grid":
+        points = grid_points(sweep)[: n_trials or None]
+    elif sweep.sampler.type == "list":
+        points = sweep.design_points()[: n_trials or None]
+    else:
+        top = {n: (p.choices[-1] if p.choices else p.high) for n, p in specs.items()}
+        top = {n: int(v) if specs[n].type in ("int", "log_int") else v for n, v in top.items()}
+        points = [top] * (n_trials or sweep.n_trials or 1)
+    for number, params in enumerate(points):
+        values = {specs[n].key: v for n, v in params.items()} | sweep.design_overrides(params)
+        runs.append(
+            (
+                f"trial {number} {fmt_params(params)}",
+                trial_config(base_raw, values, run_name(name, number, params), name),
+            )
+        )
+    return runs
+
+
+def dry_run_sweep(
+    sweep_path: str | Path,
+    *,
+    n_trials: int | None = None,
+    output_dir: str | Path = "runs",
+    probe: bool = True,
+) -> Iterator[str]:
+    """The runs a fresh study would start and, with ``probe``, each one's wall time and their sum (one probe per
+    distinct model setting: ``mathgpt.run.wall_time_estimate``), as lines. Nothing is written: no study, no
+    run folder."""
+    from mathgpt.budget import fmt_duration
+    from mathgpt.model import meta_model
+    from mathgpt.run import wall_time_estimate
+
+    sweep, _, base_raw = load_sweep(sweep_path)
+    out_dir = Path(output_dir) / sweep.study
+    runs = planned_runs(sweep, base_raw, n_trials)
+    n_base = len(sweep.models(base_raw)) * (1 + len(sweep.baselines))
+    yield f"[{sweep.study}] {n_base} base run(s) + {len(runs) - n_base} trial(s) ({sweep.sampler.type} sampler)"
+    if sweep.sampler.type not in ("grid", "list"):
+        yield "  trials sized at the top of every range (the sampler picks its points as it goes): an upper bound"
+    if not probe:
+        yield from (f"  {label}" for label, _ in runs)
+        return
+    rates: dict = {}
+    n_params: dict[str, int] = {}
+    estimates = {}
+    # Trials first: their probe (which trains) also times the base model, so a base run reuses it.
+    for i in sorted(range(len(runs)), key=lambda i: i < n_base):
+        cfg = parse_config(runs[i][1])
+        if cfg.model.name not in n_params:
+            n_params[cfg.model.name] = sum(p.numel() for p in meta_model(cfg.model.name).parameters())
+        estimates[i] = wall_time_estimate(cfg, out_dir, n_params=n_params[cfg.model.name], rates_cache=rates)
+    total, missing = 0.0, 0
+    for i, (label, _) in enumerate(runs):
+        wt, lines = estimates[i]
+        yield f"{label}:"
+        yield from (f"  {line}" for line in lines)
+        if wt is None:
+            missing += 1
+        else:
+            total += wt.total_s
+    left = f"; {missing} run(s) not probed are not counted" if missing else ""
+    yield (
+        f"study total    {fmt_duration(total)} for {len(runs)} runs, one after another{left} (the report, and "
+        f"trials a resumed study already has, are not counted; timeout_s {sweep.timeout_s:g} s stops new trials)"
+    )
 
 
 def check_checker(study: optuna.Study, out_dir: Path) -> None:
