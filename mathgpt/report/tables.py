@@ -110,20 +110,23 @@ def answer_sentence(data: StudyData, bench: str, r: dict[str, Any]) -> str:
     if tests.empty:
         return f"{bench}: no fine-tuned point with per-problem results yet."
     by = tests.set_index("train_examples")
+    b = r.get("baselines")
+    chosen = b.loc[b["chosen"], "baseline"].iloc[0] if b is not None and len(b) else "base"
+    who = "base" if chosen == "base" else f"baseline '{chosen}'"
     d = f"{100 * data.delta:g}"
     if answer.size is not None:
         t = by.loc[answer.size]
         head = (
             f"{answer.size} examples ({t['seeds']} seed{'s' if t['seeds'] != 1 else ''}): "
             f"{_pts(t['gain'])} points [{_pts(t['lo'])}, {_pts(t['hi'])}] on {bench} "
-            f"(base {_pct(t['base_accuracy'])}, n = {t['n']})"
+            f"({who} {_pct(t['base_accuracy'])}, n = {t['n']})"
         )
     else:
         t = by.iloc[-1]
         head = (
             f"no data size shows a gain of at least {d} points on {bench}; the largest, "
             f"{int(by.index[-1])} examples ({t['seeds']} seeds), gains {_pts(t['gain'])} points "
-            f"[{_pts(t['lo'])}, {_pts(t['hi'])}] (base {_pct(t['base_accuracy'])}, n = {t['n']}): inconclusive "
+            f"[{_pts(t['lo'])}, {_pts(t['hi'])}] ({who} {_pct(t['base_accuracy'])}, n = {t['n']}): inconclusive "
             f"at this slice (power {_power(t['power_delta'])} at the observed gain), and "
             + (
                 "it beats the base (tested at 0)"
