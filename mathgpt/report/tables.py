@@ -113,6 +113,7 @@ def answer_sentence(data: StudyData, bench: str, r: dict[str, Any]) -> str:
     b = r.get("baselines")
     chosen = b.loc[b["chosen"], "baseline"].iloc[0] if b is not None and len(b) else "base"
     who = "base" if chosen == "base" else f"baseline '{chosen}'"
+    noun = "the base" if chosen == "base" else "the baseline"
     d = f"{100 * data.delta:g}"
     if answer.size is not None:
         t = by.loc[answer.size]
@@ -129,9 +130,9 @@ def answer_sentence(data: StudyData, bench: str, r: dict[str, Any]) -> str:
             f"[{_pts(t['lo'])}, {_pts(t['hi'])}] ({who} {_pct(t['base_accuracy'])}, n = {t['n']}): inconclusive "
             f"at this slice (power {_power(t['power_delta'])} at the observed gain), and "
             + (
-                "it beats the base (tested at 0)"
+                f"it beats {noun} (tested at 0)"
                 if int(by.index[-1]) in beats.passed
-                else "not shown better than the base"
+                else f"not shown better than {noun}"
             )
         )
     parts = [head]
@@ -153,14 +154,14 @@ def answer_sentence(data: StudyData, bench: str, r: dict[str, Any]) -> str:
     if shown:
         verb = "beats" if len(shown) == 1 else "beat"
         parts.append(
-            f"{_sizes(shown)} {verb} the base (tested at 0) but +{d} points is inconclusive at this slice "
+            f"{_sizes(shown)} {verb} {noun} (tested at 0) but +{d} points is inconclusive at this slice "
             f"(power {_sizes([_power(by.loc[s, 'power_delta']) for s in shown])} at the observed gain"
             f"{'s' if len(shown) > 1 else ''})"
         )
     if unshown:
         gains = _sizes([_pts(by.loc[s, "gain"]) for s in unshown])
         parts.append(
-            f"{_sizes(unshown)}: inconclusive at this slice, not shown better than the base (observed "
+            f"{_sizes(unshown)}: inconclusive at this slice, not shown better than {noun} (observed "
             f"{gains} points; this slice's detection limit is {100 * r['limit0']:.1f} points)"
         )
     nd = r["needed"]
