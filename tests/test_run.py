@@ -19,7 +19,7 @@ POINT_KEYS = {
     "point", "epoch", "train_examples", "optimizer_steps", "train_tokens", "train_wall_s", "eval_wall_s", "loss",
     "accuracy", "ci95", "n_eval", "n_correct", "strict_accuracy", "n_answered", "n_truncated", "n_no_answer",
     "n_ungradable", "ids", "correct", "answered", "status", "fingerprint", "by_set", "select", "general",
-    "checker_version", "gen", "knobs", "machine",
+    "checker_version", "gen", "knobs", "machine", "prompt",
 }  # fmt: skip
 
 
