@@ -71,10 +71,15 @@ def test_pattern_is_linear(name: str, pattern: re.Pattern) -> None:
     for run in _RUNS:
         for prefix in _PREFIXES:
             text = prefix + run * (length // len(run)) + "x)"
-            start = time.perf_counter()
-            pattern.search(text)
-            list(pattern.finditer(text[:2000]))  # each match's own scan
-            worst = max(worst, time.perf_counter() - start)
+            took = []
+            for _ in range(3):  # the best of 3: a pause elsewhere (GC, another process) is not the pattern's
+                start = time.perf_counter()
+                pattern.search(text)
+                list(pattern.finditer(text[:2000]))  # each match's own scan
+                took.append(time.perf_counter() - start)
+                if took[-1] < 0.25:
+                    break
+            worst = max(worst, min(took))
     assert worst < 0.25, f"{name}: {worst:.2f} s on a run of {length:,} characters"
 
 
