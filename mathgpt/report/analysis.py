@@ -46,10 +46,14 @@ def tuned_points(data: StudyData) -> pd.DataFrame:
     return out
 
 
+def base_rows(data: StudyData, model: str) -> pd.DataFrame:
+    """The one base row of a model in ``data.points``: the baseline its gains are measured against."""
+    return data.points[data.points["trial"].isna() & (data.points["model"] == model)]
+
+
 def base_vector(data: StudyData, model: str) -> np.ndarray:
     """The per-problem verdicts of the baseline this model's gains are measured against (``report.baseline``)."""
-    row = data.points[data.points["trial"].isna() & (data.points["model"] == model)].iloc[0]
-    return np.asarray(row["_correct"], dtype=float)
+    return np.asarray(base_rows(data, model).iloc[0]["_correct"], dtype=float)
 
 
 def model_baselines(data: StudyData, model: str) -> pd.DataFrame:
@@ -111,7 +115,7 @@ def answered_gain(data: StudyData, model: str, mask: np.ndarray, size: int) -> A
     pts = arms(data, model).get(size)
     if pts is None:
         return None
-    row = data.points[data.points["trial"].isna() & (data.points["model"] == model)].iloc[0]
+    row = base_rows(data, model).iloc[0]
     if not isinstance(row["_answered"], list | tuple):
         return None
     keep = mask & (np.asarray(row["_answered"], dtype=float) == 1)
@@ -248,9 +252,7 @@ def size_tests(data: StudyData, model: str, mask: np.ndarray) -> pd.DataFrame:
                 "p_above_zero": ci.p_above(0.0),
                 "power_delta": power_at_observed(ci, data.delta),
                 "answered": _answered_rate(pts, mask),
-                "base_answered": _answered_rate(  # the chosen baseline's
-                    data.points[data.points["trial"].isna() & (data.points["model"] == model)], mask
-                ),
+                "base_answered": _answered_rate(base_rows(data, model), mask),  # the chosen baseline's
                 "per_seed": seeds,
                 "settings": sorted(set(pts["setting"])),
             }

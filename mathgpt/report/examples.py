@@ -33,7 +33,7 @@ def _records(folder: Any, model: str, point: int | None) -> dict[str, dict[str, 
 def side_by_side(data: StudyData, model: str, size: int, k: int = N_EXAMPLES) -> dict[str, Any] | None:
     """Up to k fixed and k broken problems of the chosen point at `size` (lowest seed) against the base."""
     chosen = an.arms(data, model).get(size)
-    base_row = data.points[data.points["trial"].isna() & (data.points["model"] == model)]
+    base_row = an.base_rows(data, model)
     if chosen is None or base_row.empty:
         return None
     p = chosen.sort_values(["seed", "trial"], na_position="last").iloc[0]
