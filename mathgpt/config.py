@@ -115,8 +115,11 @@ class TrainConfig(Strict):
     # "bf16": training forwards and backwards run under bf16 autocast while the weights, the adapter and the
     # optimizer stay in model.dtype; evaluation is untouched (it runs outside the autocast). On a CPU with
     # AMX/AVX512-BF16 (a 2-core Intel Xeon, 2026-11-28) a bf16 matmul ran 5.9x the fp32 one and training 1.5x
-    # (bench/bench_train.py, issue 13); on a CPU without them bf16 is emulated and slower (the run warns).
-    mixed_precision: Literal["no", "bf16"] = "no"
+    # (bench/bench_train.py, issue 13); on a 2-core AMD EPYC with AVX2 only (2026-12-02) a bf16 matmul ran at
+    # 1/60 of fp32 and a SmolLM2 training step took 25x as long (bench/RESULTS.md, "bf16 without native bf16").
+    # "auto" takes bf16 where the device has native bf16 (a CUDA GPU that supports it; a CPU with AMX-BF16 or
+    # AVX512-BF16), else "no"; the run writes the value it resolved to into its config.yaml.
+    mixed_precision: Literal["no", "bf16", "auto"] = "no"
 
 
 class EvalConfig(Strict):

@@ -72,6 +72,19 @@ def machine_info(cpuinfo: str | Path = "/proc/cpuinfo") -> dict:
     }
 
 
+def native_bf16(device: str, cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether ``device`` ("cpu" or "cuda") multiplies bf16 natively: a CUDA GPU that says so, or a CPU with
+    AMX-BF16 or AVX512-BF16 tiles/instructions. Without them torch emulates bf16 on CPU (bench/RESULTS.md: 1/60
+    of the fp32 matmul rate on an AVX2-only AMD EPYC)."""
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    path = Path(cpuinfo)
+    _, flags = parse_cpuinfo(path.read_text()) if path.is_file() else (None, [])
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
 def identity(machine: dict) -> tuple:
     """The fields that make two runs' numbers comparable (IDENTITY), as a hashable key."""
     return tuple(tuple(machine.get(k) or ()) if k == "cpu_flags" else machine.get(k) for k in IDENTITY)

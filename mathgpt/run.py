@@ -31,7 +31,7 @@ from transformers import set_seed
 from mathgpt import budget, contamination, data, general, multiple_choice
 from mathgpt.config import ConfigError, LoraSettings, ModelConfig, RunConfig, TrainConfig, dump_config
 from mathgpt.evaluate import EvalSet, evaluate
-from mathgpt.machine import describe, machine_info
+from mathgpt.machine import describe, machine_info, native_bf16
 from mathgpt.model import add_lora, load_model, load_tokenizer, meta_model, resolve_device
 from mathgpt.prompts import format_prompt, resolved_format
 from mathgpt.record import Point, knob_values
@@ -160,6 +160,15 @@ def lora_settings(lora: LoraSettings) -> dict:
 def trainer_settings(train: TrainConfig) -> dict:
     """``training_args``' keyword arguments from a run's ``train`` section (order and precision go to ``train``)."""
     return train.model_dump(exclude={"min_steps", "order", "mixed_precision"})
+
+
+def resolve_precision(cfg: RunConfig, device: str) -> RunConfig:
+    """``cfg`` with ``train.mixed_precision: auto`` resolved for ``device`` (bf16 where it is native, else "no"),
+    so config.yaml, the point records and the dry run's probe all carry the value that runs."""
+    if cfg.train.mixed_precision != "auto":
+        return cfg
+    resolved = "bf16" if native_bf16(device) else "no"
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"mixed_precision": resolved})})
 
 
 def check_steps(cfg: RunConfig, n_train: int) -> None:
@@ -311,6 +320,7 @@ def run_experiment(cfg: RunConfig, out_dir: Path) -> dict:
     device = resolve_device(
         cfg.model.device, cfg.model.dtype, cfg.model.quantization
     )  # refuse CUDA-only settings before touching any file
+    cfg = resolve_precision(cfg, device)
     set_seed(cfg.seed)  # Python, NumPy and torch (and CUDA) generators
     rd = load_data(cfg)
     check_steps(cfg, len(rd.train))
@@ -470,13 +480,10 @@ def _run(
         if loss is not None and not math.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss} at step {step}")
 
-    if (
-        cfg.train.mixed_precision == "bf16"
-        and device == "cpu"
-        and not torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    ):
+    if cfg.train.mixed_precision == "bf16" and not native_bf16(device):
         print(
-            "warning: train.mixed_precision bf16 on a CPU without native bf16 (AVX512-BF16/AMX): it will be slower"
+            f"warning: train.mixed_precision bf16 on a {device} without native bf16 (AMX/AVX512-BF16): it is "
+            "emulated (25x slower per step on an AVX2-only CPU, bench/RESULTS.md); 'auto' would pick 'no' here"
         )
     args = training_args(
         out_dir=files.out / "trainer",
@@ -586,7 +593,7 @@ def dry_run(cfg: RunConfig, *, probe: bool = True, runs_dir: Path | None = None)
         f"parameters     {total:,} total, {trainable:,} trainable LoRA ({100 * trainable / total:.3f}%)",
         f"lora           r={cfg.lora.r} alpha={cfg.lora.lora_alpha:g} targets={cfg.lora.target_modules}",
         f"precision      {cfg.model.dtype}, quantization {cfg.model.quantization}, "
-        f"training autocast {cfg.train.mixed_precision}",
+        f"training autocast {_precision_line(cfg)}",
         f"batch          {cfg.train.batch_size} x {cfg.data.max_seq_len} tokens, grad_accum {cfg.train.grad_accum}",
         "peak memory    ~{total:.1f} GiB (weights {weights:.1f}, LoRA+AdamW {lora_and_optimizer:.2f}, "
         "activations {activations:.1f}, logits {logits:.1f}) - an estimate".format(**mem),
@@ -595,6 +602,17 @@ def dry_run(cfg: RunConfig, *, probe: bool = True, runs_dir: Path | None = None)
         _, wall_lines = wall_time_estimate(cfg, runs_dir or Path("runs") / cfg.name, n_params=total)
         lines += wall_lines
     return "\n".join(lines)
+
+
+def _precision_line(cfg: RunConfig) -> str:
+    setting = cfg.train.mixed_precision
+    if setting != "auto":
+        return setting
+    try:
+        device = resolve_device(cfg.model.device, cfg.model.dtype, cfg.model.quantization)
+    except ConfigError:
+        return "auto"
+    return f"auto -> {resolve_precision(cfg, device).train.mixed_precision} on {device}"
 
 
 def finetuned_points(cfg: RunConfig, n_train: int) -> int:
@@ -623,6 +641,7 @@ def wall_time_estimate(
         device = resolve_device(cfg.model.device, cfg.model.dtype, cfg.model.quantization)
     except ConfigError as err:
         return None, [f"wall time      not probed here: {err}"]
+    cfg = resolve_precision(cfg, device)
     if n_params > budget.PROBE_MAX_PARAMS:
         return None, [
             f"wall time      not probed: {n_params / 1e9:.1f}B parameters is more than the probe's "

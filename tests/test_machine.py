@@ -10,7 +10,7 @@ import yaml
 
 from mathgpt.cli import main
 from mathgpt.config import parse_config
-from mathgpt.machine import describe, identity, machine_info, parse_cpuinfo
+from mathgpt.machine import describe, identity, machine_info, native_bf16, parse_cpuinfo
 from mathgpt.report.tables import machine_notes
 from tests.conftest import tiny_run_config
 
@@ -73,3 +73,27 @@ def test_a_run_records_its_machine_in_metrics_and_config(tiny_model_dir, tmp_pat
     text = (tmp_path / "o" / "config.yaml").read_text()
     assert text.splitlines()[0] == f"# machine: {describe(machine)}"
     assert parse_config(yaml.safe_load(text)).train.epochs == 0  # still the config that ran
+
+
+def test_native_bf16_reads_the_cpu_flags(tmp_path) -> None:
+    (tmp_path / "amx").write_text(CPUINFO)
+    (tmp_path / "avx2").write_text("model name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 fma\n")
+    (tmp_path / "zen4").write_text("model name\t: AMD EPYC\nflags\t\t: avx2 fma avx512f avx512_bf16\n")
+    assert native_bf16("cpu", tmp_path / "amx") and native_bf16("cpu", tmp_path / "zen4")
+    assert not native_bf16("cpu", tmp_path / "avx2") and not native_bf16("cpu", tmp_path / "missing")
+
+
+def test_auto_mixed_precision_is_resolved_into_the_config_that_ran(
+    tiny_model_dir, tmp_path, write_config, monkeypatch
+) -> None:
+    """'auto' never reaches config.yaml or the point records: the run writes what it resolved to, per machine."""
+    import mathgpt.run as run
+
+    for native, want in ((False, "no"), (True, "bf16")):
+        monkeypatch.setattr(run, "native_bf16", lambda device, native=native: native)
+        cfg = write_config(tiny_run_config(tiny_model_dir, train={"epochs": 0, "mixed_precision": "auto"}))
+        out = tmp_path / want
+        assert main(["run", str(cfg), "--output-dir", str(out)]) == 0
+        ran = parse_config(yaml.safe_load((out / "config.yaml").read_text()))
+        assert ran.train.mixed_precision == want
+        assert json.loads((out / "metrics.json").read_text())["machine"]["mixed_precision"] == want
