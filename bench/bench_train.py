@@ -5,10 +5,11 @@ batches of 8 (batch order shuffled), left padding, logits only for the positions
 (``logits_to_keep`` as an int, then the usual ``logits[:, :-1].float()`` slice), AdamW, gradient clipping,
 constant learning rate, fp32 throughout (as plain code runs by default), and the model's default ``use_cache``.
 The project runs ``mathgpt.train`` with the same optimizer settings and the default run's
-``train.mixed_precision: bf16`` (bf16 autocast around the forward; weights, adapter and AdamW stay fp32).
-Each ablation puts back one old behaviour of the project's training:
+``train.mixed_precision: auto``: bf16 autocast around the forward (weights, adapter and AdamW stay fp32) on a CPU
+with native bf16 (AMX/AVX512-BF16), fp32 on one without (where bf16 is emulated: 25x slower per step on an
+AVX2-only AMD EPYC). Each ablation puts back one old behaviour of the project's training:
 
-- ``fp32``: no autocast (``train.mixed_precision: no``);
+- ``fp32``: no autocast (``train.mixed_precision: no``; only where ``auto`` picks bf16);
 
 - ``+use_cache``: the forward also builds a KV cache (``use_cache`` left on);
 - ``+logits copy``: as before this change: logits for the longest target plus one extra position, sliced and
@@ -16,12 +17,14 @@ Each ablation puts back one old behaviour of the project's training:
 - ``+trainer grouping``: transformers' LengthGroupedSampler (sorts within groups of 50 batches, longest first)
   instead of sorting the whole set;
 
-Every variant trains a fresh adapter (same seed) on the same rows of real SmolLM2-135M for one epoch; the
+Every variant trains a fresh adapter (same seed) on the same rows of the real model (``--model``: SmolLM2-135M
+by default, or Qwen2.5-Coder-0.5B; ``--data gsm8k:train`` for GSM8K's longer solutions) for one epoch; the
 reference and the project run twice, interleaved, and ratios use the mean of both. Tokens/s counts real
 (unpadded) tokens over the whole training call, first step included; the first step and the median step are
 printed apart, since a first step that is slow only moves cost around. Writes its section of bench/RESULTS.md.
 
-    python bench/bench_train.py [--examples 96] [--pairs N] [--ablate-grouping] [--eval-merge]
+    python bench/bench_train.py [--examples 96] [--model M] [--data synthetic|gsm8k:train] [--pairs N]
+        [--ablate-grouping] [--eval-merge] [--section NAME]
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's mathgpt, not whichever one the environment installed
 
 from mathgpt.config import LoraSettings, TrainConfig  # noqa: E402
+from mathgpt.data import load  # noqa: E402
+from mathgpt.machine import describe, machine_info, native_bf16  # noqa: E402
 from mathgpt.model import add_lora, load_model, load_tokenizer  # noqa: E402
 from mathgpt.run import lora_settings, trainer_settings  # noqa: E402
 from mathgpt.synthetic import make_problems as synthetic  # noqa: E402
@@ -53,6 +58,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from results import write_section  # noqa: E402
 
 BATCH, LR, SEED = 8, 1e-3, 0
+DATA_DIR = Path(os.environ.get("MATHGPT_DATA_DIR") or REPO.parent / "shared" / "data")
+# What the default run's train.mixed_precision "auto" resolves to on this CPU (mathgpt.run.resolve_precision).
+PRECISION = "bf16" if native_bf16("cpu") else "no"
 LORA = lora_settings(LoraSettings(r=16, dropout=0.0, target_modules="all-linear"))
 
 
@@ -117,7 +125,7 @@ def project(
     use_cache=False,
     copy_logits=False,
     trainer_grouping=False,
-    precision="bf16",
+    precision=PRECISION,
 ):
     """mathgpt.train's trainer, optionally with one old behaviour put back; (step seconds, losses, total s)."""
 
@@ -179,17 +187,18 @@ def measure_eval_merge(base, tok, n: int, max_new: int) -> str:
     )
 
 
-def matmul_ratio(reps: int = 50) -> tuple[float, float]:
-    """GFLOP/s of one SmolLM2-sized matmul (2048 tokens x 576 -> 1536) in fp32 and in bf16 on this CPU."""
+def matmul_ratio(reps: int = 50, budget_s: float = 5.0) -> tuple[float, float]:
+    """GFLOP/s of one SmolLM2-sized matmul (2048 tokens x 576 -> 1536) in fp32 and in bf16 on this CPU: ``reps``
+    products, or fewer once ``budget_s`` has passed (emulated bf16 took ~3 s per product on an AVX2-only CPU)."""
     rates = []
     for dtype in (torch.float32, torch.bfloat16):
         a, w = torch.randn(2048, 576, dtype=dtype), torch.randn(1536, 576, dtype=dtype)
-        for _ in range(3):
+        a @ w.T
+        t, done = time.perf_counter(), 0
+        while done < reps and (done == 0 or time.perf_counter() - t < budget_s):
             a @ w.T
-        t = time.perf_counter()
-        for _ in range(reps):
-            a @ w.T
-        rates.append(2 * 2048 * 576 * 1536 * reps / (time.perf_counter() - t) / 1e9)
+            done += 1
+        rates.append(2 * 2048 * 576 * 1536 * done / (time.perf_counter() - t) / 1e9)
     return rates[0], rates[1]
 
 
@@ -201,10 +210,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pairs", type=int, default=0, help="only reference/project, interleaved N times")
     p.add_argument("--ablate-grouping", action="store_true", help="also run with Trainer's length grouping")
     p.add_argument("--eval-merge", action="store_true", help="also time evaluation: merged copy vs unmerged")
+    p.add_argument("--data", default="synthetic", help="synthetic, or a dataset such as gsm8k:train")
+    p.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    p.add_argument("--section", help="bench/RESULTS.md section (default train / train-pairs)")
     a = p.parse_args(argv)
     tok = load_tokenizer(a.model)
     base = load_model(a.model, device="cpu")
-    rows = tokenize(synthetic("train", a.examples), tok, "chat", 384)
+    examples = (
+        synthetic("train", a.examples) if a.data == "synthetic" else load(a.data, a.data_dir)[: a.examples]
+    )
+    rows = tokenize(examples, tok, "chat", 384 if a.data == "synthetic" else 512)
     tokens = sum(len(r["input_ids"]) for r in rows)
 
     def fresh():
@@ -215,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = [
         ("reference", {}),
         ("project", {}),
-        ("project fp32 (no autocast)", {"precision": "no"}),
+        *([("project fp32 (no autocast)", {"precision": "no"})] if PRECISION == "bf16" else []),
         ("project +use_cache", {"use_cache": True}),
         ("project +logits copy", {"copy_logits": True}),
         ("reference", {}),
@@ -243,8 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"`python bench/bench_train.py {' '.join(argv if argv is not None else sys.argv[1:])}` on {platform.machine()}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; load average at the end "
-        f"{os.getloadavg()[0]:.1f} (this process alone holds it near 2). SmolLM2-135M, fp32 weights, LoRA r=16 all-linear, "
-        f"{a.examples} synthetic rows ({tokens:,} tokens), batch {BATCH}, lr {LR} constant, one epoch.",
+        f"{os.getloadavg()[0]:.1f} (this process alone holds it near 2). Machine: {describe(machine_info())}. "
+        f"{a.model}, fp32 weights, LoRA r=16 all-linear, {a.examples} {a.data} rows ({tokens:,} tokens), batch "
+        f"{BATCH}, lr {LR} constant, one epoch; the project's autocast: {PRECISION} (train.mixed_precision auto).",
         "",
         "| variant | tokens/s | vs reference | first step s | median step s | mean loss, first half | "
         "mean loss, second half |",
@@ -270,8 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{x:.2f}x" for x in pair_ratios)
         + f"; median {statistics.median(pair_ratios):.2f}x.",
         "",
-        f"Why autocast pays here: a 2048x576 by 576x1536 matmul ran at {fp32_rate:.0f} GFLOP/s in fp32 and "
-        f"{bf16_rate:.0f} in bf16 ({bf16_rate / fp32_rate:.1f}x) on this CPU, same run.",
+        f"Why autocast {'pays' if PRECISION == 'bf16' else 'is off'} here: a 2048x576 by 576x1536 matmul ran at "
+        f"{fp32_rate:.0f} GFLOP/s in fp32 and {bf16_rate:.1f} in bf16 ({bf16_rate / fp32_rate:.2f}x) on this CPU, "
+        "same run.",
     ]
     if a.eval_merge:
         lines += ["", measure_eval_merge(base, tok, a.eval_problems, 48)]
@@ -280,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     title = "## CPU training vs a plain transformers + peft loop" + (
         " (interleaved pairs)" if a.pairs else ""
     )
-    write_section("train-pairs" if a.pairs else "train", title + "\n\n" + text)
+    write_section(a.section or ("train-pairs" if a.pairs else "train"), title + "\n\n" + text)
     return 0
 
 

@@ -654,7 +654,8 @@ def wall_time_estimate(
     problems = [ex for s in rd.report + rd.select for ex in s.examples]
     shots = [(ex.question, ex.solution) for ex in rd.shots]  # a k-shot baseline's prompts are longer
     prompt_ids = [
-        tokenizer(format_prompt(ex.question, d.prompt_format, tokenizer, shots))["input_ids"] for ex in problems
+        tokenizer(format_prompt(ex.question, d.prompt_format, tokenizer, shots))["input_ids"]
+        for ex in problems
     ]
     prompt_tokens = sum(map(len, prompt_ids))
     slots = max(1, min(e.batch_size, len(problems)))
