@@ -10,7 +10,7 @@ from tests.conftest import REPO
 
 SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
 EXPERIMENTS = sorted((REPO / "experiments").glob("*.yaml"))
-N_SWEEPS, N_EXPERIMENTS = 5, 5
+N_SWEEPS, N_EXPERIMENTS = 6, 5
 
 
 def test_the_shipped_configs_are_all_found():
