@@ -391,7 +391,7 @@ def generate(
     slots = 0
     with torch.inference_mode():
         ids = [tokenizer(prompts[i])["input_ids"] for i in order] if mode == "drop" else []
-        if mode == "drop" and not _fits_window(model, max(len(x) for x in ids) + max_new_tokens):
+        if mode == "drop" and not fits_window(model.config, max(len(x) for x in ids) + max_new_tokens):
             print(
                 f"{desc}: prompt + max_new_tokens exceed the model's sliding window; decoding in static batches",
                 flush=True,
@@ -420,11 +420,11 @@ def generate(
     return [results[i] for i in range(len(prompts))], stats
 
 
-def _fits_window(model, span: int) -> bool:
+def fits_window(config, span: int) -> bool:
     """The slot cache keeps every column (no sliding window): it agrees with a sliding-window model only while
     a row's prompt and completion fit in the window; beyond it the static path (which keeps one) is used."""
-    window = getattr(model.config, "sliding_window", None)
-    types = getattr(model.config, "layer_types", None) or []
+    window = getattr(config, "sliding_window", None)
+    types = getattr(config, "layer_types", None) or []
     return not (window and span > window and (any("sliding" in t for t in types) or not types))
 
 

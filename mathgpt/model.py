@@ -315,22 +315,25 @@ def add_lora(
     return get_peft_model(model, config)
 
 
-def meta_model(name: str):
-    """The architecture on the meta device (no weights, no memory): for dry runs and tests of big models."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+def model_config(name: str):
+    """The model's transformers config, from its local files or, offline, from KNOWN_CONFIGS."""
+    from transformers import AutoConfig
 
     if name in KNOWN_CONFIGS:
-        config = AutoConfig.for_model(**KNOWN_CONFIGS[name])
-    else:
-        try:
-            config = AutoConfig.from_pretrained(resolve_model_path(name))
-        except OSError:
-            known = ", ".join(KNOWN_CONFIGS)
-            raise ConfigError(
-                f"model.name '{name}': no local config and none known offline ({known})"
-            ) from None
+        return AutoConfig.for_model(**KNOWN_CONFIGS[name])
+    try:
+        return AutoConfig.from_pretrained(resolve_model_path(name))
+    except OSError:
+        known = ", ".join(KNOWN_CONFIGS)
+        raise ConfigError(f"model.name '{name}': no local config and none known offline ({known})") from None
+
+
+def meta_model(name: str):
+    """The architecture on the meta device (no weights, no memory): for dry runs and tests of big models."""
+    from transformers import AutoModelForCausalLM
+
     with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config)
+        return AutoModelForCausalLM.from_config(model_config(name))
 
 
 def left_padded(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

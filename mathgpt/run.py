@@ -31,8 +31,9 @@ from transformers import set_seed
 from mathgpt import budget, contamination, data, general, multiple_choice
 from mathgpt.config import ConfigError, LoraSettings, ModelConfig, RunConfig, TrainConfig, dump_config
 from mathgpt.evaluate import EvalSet, evaluate
+from mathgpt.generate import fits_window
 from mathgpt.machine import describe, machine_info, native_bf16
-from mathgpt.model import add_lora, load_model, load_tokenizer, meta_model, resolve_device
+from mathgpt.model import add_lora, load_model, load_tokenizer, meta_model, model_config, resolve_device
 from mathgpt.prompts import format_prompt, resolved_format
 from mathgpt.record import Point, knob_values
 from mathgpt.scored import Scored, point_line, prediction_rows, sum_gen, summary
@@ -728,6 +729,12 @@ def wall_time_estimate(
             f"  evaluation   {points[kind]} {label} point{'s' if points[kind] > 1 else ''} x {len(problems)} problems {fmt(wt.eval_point_s[kind])} "
             f"each: {answers}, {slots} slots at {step:.2f} s/step ({slots / step:.0f} slot tok/s probed), "
             f"prefill {n(prompt_tokens)} prompt tokens at {rates.prefill_tok_per_s:.0f} tok/s"
+        )
+    if not fits_window(model_config(cfg.model.name), max(map(len, prompt_ids)) + e.max_new_tokens):
+        # Gemma-3-270m's 4-shot baseline (512-token window) took 12 min 55 s against ~8 min estimated, 2026-12-02
+        lines.append(
+            "  too low      prompt + eval.max_new_tokens exceed the model's sliding window: evaluation decodes in "
+            "static batches (every row to its batch's longest), not the continuous batch this estimate assumes"
         )
     if e.general:
         lines.append(f"  not counted  eval.general {e.general} (multiple-choice scoring at every point)")
