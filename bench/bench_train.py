@@ -6,7 +6,7 @@ batches of 8 (batch order shuffled), left padding, logits only for the positions
 constant learning rate, fp32 throughout (as plain code runs by default), and the model's default ``use_cache``.
 The project runs ``mathgpt.train`` with the same optimizer settings and the default run's
 ``train.mixed_precision: auto``: bf16 autocast around the forward (weights, adapter and AdamW stay fp32) on a CPU
-with native bf16 (AMX/AVX512-BF16), fp32 on one without (where bf16 is emulated: 25x slower per step on an
+with native bf16 (AMX/AVX512-BF16), fp32 on one without (where bf16 is emulated: ~27x slower per step on an
 AVX2-only AMD EPYC). Each ablation puts back one old behaviour of the project's training:
 
 - ``fp32``: no autocast (``train.mixed_precision: no``; only where ``auto`` picks bf16);

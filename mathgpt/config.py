@@ -116,7 +116,7 @@ class TrainConfig(Strict):
     # optimizer stay in model.dtype; evaluation is untouched (it runs outside the autocast). On a CPU with
     # AMX/AVX512-BF16 (a 2-core Intel Xeon, 2026-11-28) a bf16 matmul ran 5.9x the fp32 one and training 1.5x
     # (bench/bench_train.py, issue 13); on a 2-core AMD EPYC with AVX2 only (2026-12-02) a bf16 matmul ran at
-    # 1/60 of fp32 and a SmolLM2 training step took 25x as long (bench/RESULTS.md, "bf16 without native bf16").
+    # 1/9 of fp32 and a SmolLM2 LoRA step took 27x as long (bench/RESULTS.md, "bf16-native").
     # "auto" takes bf16 where the device has native bf16 (a CUDA GPU that supports it; a CPU with AMX-BF16 or
     # AVX512-BF16), else "no"; the run writes the value it resolved to into its config.yaml.
     mixed_precision: Literal["no", "bf16", "auto"] = "no"

@@ -484,7 +484,7 @@ def _run(
     if cfg.train.mixed_precision == "bf16" and not native_bf16(device):
         print(
             f"warning: train.mixed_precision bf16 on a {device} without native bf16 (AMX/AVX512-BF16): it is "
-            "emulated (25x slower per step on an AVX2-only CPU, bench/RESULTS.md); 'auto' would pick 'no' here"
+            "emulated (~27x slower per step on an AVX2-only CPU, bench/RESULTS.md); 'auto' would pick 'no' here"
         )
     args = training_args(
         out_dir=files.out / "trainer",
