@@ -48,19 +48,18 @@ sys.path.insert(0, str(REPO))  # this checkout's mathgpt, not whichever one the 
 
 from mathgpt.config import LoraSettings, TrainConfig  # noqa: E402
 from mathgpt.data import load  # noqa: E402
-from mathgpt.machine import describe, machine_info, native_bf16  # noqa: E402
+from mathgpt.machine import describe, machine_info  # noqa: E402
 from mathgpt.model import add_lora, load_model, load_tokenizer  # noqa: E402
-from mathgpt.run import lora_settings, trainer_settings  # noqa: E402
+from mathgpt.run import lora_settings, resolved_precision, trainer_settings  # noqa: E402
 from mathgpt.synthetic import make_problems as synthetic  # noqa: E402
 from mathgpt.train import IGNORE, CompletionTrainer, LeftPadCollator, completion_loss, tokenize, training_args  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
+from bench_eval_long import DATA_DIR  # noqa: E402
 from results import write_section  # noqa: E402
 
 BATCH, LR, SEED = 8, 1e-3, 0
-DATA_DIR = Path(os.environ.get("MATHGPT_DATA_DIR") or REPO.parent / "shared" / "data")
-# What the default run's train.mixed_precision "auto" resolves to on this CPU (mathgpt.run.resolve_precision).
-PRECISION = "bf16" if native_bf16("cpu") else "no"
+PRECISION = resolved_precision("auto", "cpu")  # what the default run's train.mixed_precision resolves to here
 LORA = lora_settings(LoraSettings(r=16, dropout=0.0, target_modules="all-linear"))
 
 

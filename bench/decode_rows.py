@@ -30,27 +30,8 @@ from mathgpt.machine import describe, machine_info  # noqa: E402
 from mathgpt.model import load_model  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
+from bench_eval_long import decode_params, square_gemm  # noqa: E402
 from results import write_section  # noqa: E402
-
-
-def decode_params(model) -> int:
-    """Weights every generated token multiplies: all but the input embedding table, the head counted."""
-    total = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
-    tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
-    return total + (model.get_output_embeddings().weight.numel() if tied else 0)
-
-
-def square_gflops(n: int = 2048, repeats: int = 3) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
-    return 2 * n**3 / best / 1e9
-
-
-def _timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def top_ops(model, rows: int, context: int, n: int = 6) -> list[str]:
@@ -76,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--profile", action="store_true")
     a = p.parse_args(argv)
-    square = square_gflops()
+    square = square_gemm(2048, torch.float32, repeats=3) / 1e9
     lines = [
         "## Decoding step cost against rows per step (CPU, `bench/decode_rows.py`)",
         "",

@@ -19,6 +19,7 @@ unpacks the config.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -100,11 +101,14 @@ def wall_time(
     decode_step_s: dict[str, float],
     prefill_tok_per_s: float,
     load_s: float,
+    static_cap: int | None = None,
 ) -> WallTime:
     """A run's wall time from probed rates (pure arithmetic; see the module docstring for the model).
 
     ``points`` counts evaluation points by kind ("base", "finetuned"); each scores ``n_problems`` (report and
-    selection slices together) whose prompts hold ``prompt_tokens`` in all.
+    selection slices together) whose prompts hold ``prompt_tokens`` in all. ``static_cap``: evaluation decodes
+    in static batches of ``slots`` (a sliding-window model whose prompt + cap exceed the window), each batch
+    taken to that cap, since a batch runs to its longest row (an upper bound).
 
     Example: 2048 padded tokens x 2 epochs at 512 tok/s = 8 s of training; a fine-tuned point of 100 problems x
     64 tokens on 50 slots is 128 steps x 0.25 s = 32 s plus 6000 prompt tokens at 1000 tok/s = 6 s.
@@ -118,7 +122,10 @@ def wall_time(
     for kind, n in points.items():
         if not n:
             continue
-        steps = n_problems * tokens_per_answer[kind] / slots
+        if static_cap:
+            steps = math.ceil(n_problems / slots) * static_cap
+        else:
+            steps = n_problems * tokens_per_answer[kind] / slots
         per_point[kind] = prompt_tokens / prefill_tok_per_s + steps * decode_step_s[kind]
     eval_s = sum(points[kind] * s for kind, s in per_point.items())
     return WallTime(train_s, eval_s, load_s, per_point)

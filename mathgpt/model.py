@@ -332,8 +332,10 @@ def meta_model(name: str):
     """The architecture on the meta device (no weights, no memory): for dry runs and tests of big models."""
     from transformers import AutoModelForCausalLM
 
+    # The config first, outside the meta context: on a fresh cache it converts the GGUF, which loads real weights.
+    config = model_config(name)
     with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(model_config(name))
+        return AutoModelForCausalLM.from_config(config)
 
 
 def left_padded(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -163,12 +163,17 @@ def trainer_settings(train: TrainConfig) -> dict:
     return train.model_dump(exclude={"min_steps", "order", "mixed_precision"})
 
 
+def resolved_precision(setting: str, device: str) -> str:
+    """``train.mixed_precision`` as it runs on ``device``: "auto" is bf16 where bf16 is native, else "no"."""
+    if setting != "auto":
+        return setting
+    return "bf16" if native_bf16(device) else "no"
+
+
 def resolve_precision(cfg: RunConfig, device: str) -> RunConfig:
-    """``cfg`` with ``train.mixed_precision: auto`` resolved for ``device`` (bf16 where it is native, else "no"),
-    so config.yaml, the point records and the dry run's probe all carry the value that runs."""
-    if cfg.train.mixed_precision != "auto":
-        return cfg
-    resolved = "bf16" if native_bf16(device) else "no"
+    """``cfg`` with ``train.mixed_precision`` resolved for ``device`` (``resolved_precision``), so config.yaml,
+    the point records and the dry run's probe all carry the value that runs."""
+    resolved = resolved_precision(cfg.train.mixed_precision, device)
     return cfg.model_copy(update={"train": cfg.train.model_copy(update={"mixed_precision": resolved})})
 
 
@@ -613,7 +618,7 @@ def _precision_line(cfg: RunConfig) -> str:
         device = resolve_device(cfg.model.device, cfg.model.dtype, cfg.model.quantization)
     except ConfigError:
         return "auto"
-    return f"auto -> {resolve_precision(cfg, device).train.mixed_precision} on {device}"
+    return f"auto -> {resolved_precision(setting, device)} on {device}"
 
 
 def finetuned_points(cfg: RunConfig, n_train: int) -> int:
@@ -689,6 +694,7 @@ def wall_time_estimate(
     recorded = budget.recorded_tokens_per_answer(runs_dir, cfg.model.name, e.max_new_tokens)
     per_answer = {k: recorded[k][0] if k in recorded else float(e.max_new_tokens) for k in points}
     padded = budget.padded_tokens([len(r["input_ids"]) for r in rows], t.batch_size, t.order)
+    static = not fits_window(model_config(cfg.model.name), max(map(len, prompt_ids)) + e.max_new_tokens)
     wt = budget.wall_time(
         train_padded_tokens=padded,
         epochs=t.epochs,
@@ -701,6 +707,7 @@ def wall_time_estimate(
         decode_step_s=rates.decode_step_s,
         prefill_tok_per_s=rates.prefill_tok_per_s,
         load_s=rates.load_s,
+        static_cap=e.max_new_tokens if static else None,
     )
     m = machine_info()
     where = f"{m['cpu'] if not m['gpu'] else m['gpu']}, {m['torch_threads']} torch threads"
@@ -719,7 +726,13 @@ def wall_time_estimate(
     for kind, label in (("base", "base model"), ("finetuned", "fine-tuned")):
         if not points[kind]:
             continue
-        if kind in recorded:
+        if static:
+            answers = (
+                f"static batches of {slots}, each to the {e.max_new_tokens}-token cap (prompt + cap exceed the "
+                "model's sliding window, so the continuous batch is not used; timed with its step, which is "
+                "cheaper: Gemma-3-270m's 4-shot baseline took 1.5x this arithmetic, 2026-12-02)"
+            )
+        elif kind in recorded:
             mean, count = recorded[kind]
             answers = f"{mean:.0f} tokens each (mean of {count} recorded answers of this model in {runs_dir})"
         else:
@@ -729,12 +742,6 @@ def wall_time_estimate(
             f"  evaluation   {points[kind]} {label} point{'s' if points[kind] > 1 else ''} x {len(problems)} problems {fmt(wt.eval_point_s[kind])} "
             f"each: {answers}, {slots} slots at {step:.2f} s/step ({slots / step:.0f} slot tok/s probed), "
             f"prefill {n(prompt_tokens)} prompt tokens at {rates.prefill_tok_per_s:.0f} tok/s"
-        )
-    if not fits_window(model_config(cfg.model.name), max(map(len, prompt_ids)) + e.max_new_tokens):
-        # Gemma-3-270m's 4-shot baseline (512-token window) took 12 min 55 s against ~8 min estimated, 2026-12-02
-        lines.append(
-            "  too low      prompt + eval.max_new_tokens exceed the model's sliding window: evaluation decodes in "
-            "static batches (every row to its batch's longest), not the continuous batch this estimate assumes"
         )
     if e.general:
         lines.append(f"  not counted  eval.general {e.general} (multiple-choice scoring at every point)")

@@ -185,3 +185,15 @@ def test_sweep_dry_run_sums_its_runs_with_one_probe(tiny_model_dir, tmp_path, ca
     assert main(["sweep", str(path), "--dry-run", "--no-probe"]) == 0
     listed = capsys.readouterr().out
     assert "trial 3 size=32 seed=1" in listed and "wall time" not in listed
+
+
+def test_static_batches_run_every_batch_to_the_cap():
+    """A sliding-window model past its window decodes in static batches: ceil(n / slots) batches of cap steps,
+    whatever the recorded answer lengths."""
+    kw = dict(
+        train_padded_tokens=0, epochs=0, train_tok_per_s=None, points={"base": 1}, n_problems=130,
+        prompt_tokens=0, tokens_per_answer={"base": 40.0}, slots=50, decode_step_s={"base": 0.5},
+        prefill_tok_per_s=1.0, load_s=0.0,
+    )  # fmt: skip
+    assert budget.wall_time(**kw).eval_point_s["base"] == pytest.approx(130 * 40 / 50 * 0.5)
+    assert budget.wall_time(**kw, static_cap=256).eval_point_s["base"] == pytest.approx(3 * 256 * 0.5)

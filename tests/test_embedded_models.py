@@ -159,6 +159,13 @@ def test_a_corrupted_chunk_is_exit_2_from_the_cli(chunked, tmp_path, write_confi
     assert not (tmp_path / "o").exists()
 
 
+def test_the_meta_architecture_of_an_unconverted_model_converts_it_first(chunked, capsys):
+    # A dry run on a fresh cache: the conversion loads real weights, which a meta-device context refuses.
+    model = model_mod.meta_model(NAME)
+    assert "converting the embedded" in capsys.readouterr().out
+    assert model.config.num_hidden_layers == 2 and next(model.parameters()).device.type == "meta"
+
+
 def test_a_missing_chunk_names_its_install_command(chunked):
     chunked[4].unlink()
     with pytest.raises(ConfigError, match=r"p5\.bin not found \(pip install tiny-chunks==1\.0\)"):
