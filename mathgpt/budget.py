@@ -281,5 +281,14 @@ def fmt_duration(seconds: float) -> str:
     return f"~{seconds / 3600:.1f} h"
 
 
+def fmt_bytes(n: float) -> str:
+    """``3.2 GiB``, ``12.5 MiB``: one decimal in the largest unit under 1024."""
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n:.0f} B"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
 def fmt_count(n: float) -> str:
     return f"{n / 1000:.1f}k" if n >= 1000 else f"{n:.0f}"

@@ -31,7 +31,7 @@ from transformers import set_seed
 from mathgpt import budget, contamination, data, general, multiple_choice
 from mathgpt.config import ConfigError, LoraSettings, ModelConfig, RunConfig, TrainConfig, dump_config
 from mathgpt.evaluate import EvalSet, evaluate
-from mathgpt.generate import fits_window
+from mathgpt.generate import fits_window, slot_cache_bytes
 from mathgpt.machine import describe, machine_info, native_bf16
 from mathgpt.model import add_lora, load_model, load_tokenizer, meta_model, model_config, resolve_device
 from mathgpt.prompts import format_prompt, resolved_format
@@ -289,14 +289,17 @@ def available_memory_bytes(device: str) -> int:
     return 1 << 62  # no /proc (not Linux): no bound from here
 
 
+def cache_dtype_bytes(m: ModelConfig) -> int:
+    """Bytes per key/value element in the slot cache: the compute dtype (NF4 computes in 16 bits)."""
+    return 2 if m.quantization == "nf4" else {"float32": 4, "bfloat16": 2, "float16": 2}[m.dtype]
+
+
 def check_generation(cfg: RunConfig, rd: RunData, device: str) -> None:
     """Refuse (one line) an ``eval.max_new_tokens`` beyond the model's context or whose slot cache cannot fit.
 
     The cache estimate counts only ``max_new_tokens`` columns (the prompts add more), so it is a lower
     bound: a refused run would have been killed for memory once generation started.
     """
-    from mathgpt.generate import slot_cache_bytes
-
     e = cfg.eval
     config = meta_model(cfg.model.name).config
     context = getattr(config.get_text_config(), "max_position_embeddings", None)
@@ -307,10 +310,7 @@ def check_generation(cfg: RunConfig, rd: RunData, device: str) -> None:
         )
     n_prompts = sum(len(s.examples) for s in rd.report + rd.select)
     slots = max(1, min(e.batch_size, n_prompts))
-    dtype_bytes = (
-        2 if cfg.model.quantization == "nf4" else {"float32": 4, "bfloat16": 2, "float16": 2}[cfg.model.dtype]
-    )
-    need = slot_cache_bytes(config, slots, e.max_new_tokens, dtype_bytes, n_prompts > slots)
+    need = slot_cache_bytes(config, slots, e.max_new_tokens, cache_dtype_bytes(cfg.model), n_prompts > slots)
     free = available_memory_bytes(device)
     if need > free:
         raise ConfigError(
@@ -694,7 +694,9 @@ def wall_time_estimate(
     recorded = budget.recorded_tokens_per_answer(runs_dir, cfg.model.name, e.max_new_tokens)
     per_answer = {k: recorded[k][0] if k in recorded else float(e.max_new_tokens) for k in points}
     padded = budget.padded_tokens([len(r["input_ids"]) for r in rows], t.batch_size, t.order)
-    static = not fits_window(model_config(cfg.model.name), max(map(len, prompt_ids)) + e.max_new_tokens)
+    config = model_config(cfg.model.name)
+    span = max(map(len, prompt_ids)) + e.max_new_tokens
+    static = not fits_window(config, span)
     wt = budget.wall_time(
         train_padded_tokens=padded,
         epochs=t.epochs,
@@ -742,6 +744,13 @@ def wall_time_estimate(
             f"  evaluation   {points[kind]} {label} point{'s' if points[kind] > 1 else ''} x {len(problems)} problems {fmt(wt.eval_point_s[kind])} "
             f"each: {answers}, {slots} slots at {step:.2f} s/step ({slots / step:.0f} slot tok/s probed), "
             f"prefill {n(prompt_tokens)} prompt tokens at {rates.prefill_tok_per_s:.0f} tok/s"
+        )
+    if not static:
+        queued = len(problems) > slots
+        cache = slot_cache_bytes(config, slots, span, cache_dtype_bytes(cfg.model), queued)
+        lines.append(
+            f"  slot cache   {budget.fmt_bytes(cache)} of keys and values: {slots} slots x {span} columns (longest "
+            f"prompt + cap{', x1.5 for refills' if queued else ''}); eval.batch_size sizes it"
         )
     if e.general:
         lines.append(f"  not counted  eval.general {e.general} (multiple-choice scoring at every point)")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from transformers import AutoConfig
 
 from mathgpt import budget
 from mathgpt.cli import main
@@ -130,6 +131,23 @@ def test_dry_run_prints_a_probed_wall_time_on_the_tiny_model(tiny_model_dir, wri
     # tiny_run_config: 8 report problems, base point + one fine-tuned point, 8 tokens each (the cap)
     assert re.search(r"1 base model point x 8 problems .*<= 8 tokens each \(the cap", out), out
     assert re.search(r"1 fine-tuned point x 8 problems", out), out
+    # the tiny model's slot cache: 2 x layers x slots x kv heads x (longest prompt + cap) x head dim x 4 bytes
+    cache = re.search(
+        r"slot cache +(\S+ \S+) of keys and values: 8 slots x (\d+) columns \(longest prompt \+ cap\)", out
+    )
+    assert cache, out
+    c = AutoConfig.from_pretrained(tiny_model_dir)
+    kv_bytes = (
+        2
+        * c.num_hidden_layers
+        * 8
+        * c.num_key_value_heads
+        * int(cache[2])
+        * (c.hidden_size // c.num_attention_heads)
+        * 4
+    )
+    assert cache[1] == budget.fmt_bytes(kv_bytes)
+
     assert re.search(
         r"probe +\d+ s \(load \d+ s; 3 training steps of 2 rows, decoding steps of 8 slots at \d+ columns: "
         r"3 base, 3 with the adapter; one prefill of 8 prompts",
@@ -140,6 +158,12 @@ def test_dry_run_prints_a_probed_wall_time_on_the_tiny_model(tiny_model_dir, wri
     assert main(["run", str(cfg), "--dry-run", "--no-probe"]) == 0
     quick = capsys.readouterr().out
     assert "peak memory" in quick and "wall time" not in quick
+
+
+def test_fmt_bytes_takes_the_largest_unit_under_1024():
+    assert [budget.fmt_bytes(n) for n in (512, 1536, 5 * 2**20, 7.7 * 2**30)] == [
+        "512 B", "1.5 KiB", "5.0 MiB", "7.7 GiB",
+    ]  # fmt: skip
 
 
 def test_dry_run_uses_recorded_answer_lengths_of_the_same_model(
