@@ -7,6 +7,9 @@ mixes machines. A leaf module: it imports nothing from mathgpt, and torch only w
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import os
 import platform
 from importlib import metadata
@@ -103,3 +106,24 @@ def describe(machine: dict) -> str:
         else f"{device} ({flags}; {threads} torch threads)"
     )
     return ", ".join([where, libs, *extra])
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS)."""
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), "malloc_trim", None)
+    except OSError:
+        return None
+
+
+def release_free_memory() -> None:
+    """Hand memory that is free but held in glibc's heap back to the OS (``malloc_trim``); a no-op off glibc.
+
+    CPU training with varying batch shapes fragments the heap: on Qwen2.5-0.5B at GSM8K lengths a trial's
+    resident memory grew ~120 MB per optimizer step under glibc (6.0 -> 9.8 GB over 32 steps) and stayed flat
+    (3.2-6.3 GB) under jemalloc, so the growth was held free memory, not live tensors (2026-12-02).
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)

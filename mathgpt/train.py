@@ -21,6 +21,7 @@ from torch.utils.data import Sampler, SequentialSampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from mathgpt.data import Example
+from mathgpt.machine import release_free_memory
 from mathgpt.model import left_padded
 from mathgpt.prompts import format_prompt, format_target
 
@@ -260,6 +261,7 @@ class PointHook(TrainerCallback):
         model.train(was_training)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
+        release_free_memory()  # a step's freed activations, or the heap grows (machine.release_free_memory)
         if state.global_step in self.steps:
             self._point(state, model)
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import platform
+from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
+from mathgpt import machine
 from mathgpt.cli import main
 from mathgpt.config import parse_config
 from mathgpt.machine import describe, identity, machine_info, native_bf16, parse_cpuinfo
@@ -97,3 +100,25 @@ def test_auto_mixed_precision_is_resolved_into_the_config_that_ran(
         ran = parse_config(yaml.safe_load((out / "config.yaml").read_text()))
         assert ran.train.mixed_precision == want
         assert json.loads((out / "metrics.json").read_text())["machine"]["mixed_precision"] == want
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(
+    machine._malloc_trim() is None or not Path("/proc/self/status").exists(), reason="glibc only"
+)
+def test_release_free_memory_returns_a_fragmented_heap_to_the_os():
+    # 4 KiB blocks come from the heap (under the mmap threshold); one block kept after them pins the heap's
+    # top, so free() alone cannot shrink it and the freed 200 MB stay resident until malloc_trim.
+    blocks = [bytearray(4096) for _ in range(50_000)]
+    pin = bytearray(4096)
+    del blocks
+    held = _rss_mb()
+    machine.release_free_memory()
+    assert held - _rss_mb() > 100, (held, _rss_mb())
+    del pin
