@@ -125,6 +125,7 @@ def project(
     copy_logits=False,
     trainer_grouping=False,
     precision=PRECISION,
+    release_heap=True,
 ):
     """mathgpt.train's trainer, optionally with one old behaviour put back; (step seconds, losses, total s)."""
 
@@ -155,6 +156,7 @@ def project(
         data_collator=LeftPadCollator(tok.pad_token_id),
         callbacks=[clock],
         mixed_precision=precision,
+        release_heap=release_heap,
     )
     t = time.perf_counter()
     trainer.train()
@@ -208,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-problems", type=int, default=48)
     p.add_argument("--pairs", type=int, default=0, help="only reference/project, interleaved N times")
     p.add_argument("--ablate-grouping", action="store_true", help="also run with Trainer's length grouping")
+    p.add_argument(
+        "--ablate-heap", action="store_true", help="with --pairs: also train without the heap trim"
+    )
     p.add_argument("--eval-merge", action="store_true", help="also time evaluation: merged copy vs unmerged")
     p.add_argument("--data", default="synthetic", help="synthetic, or a dataset such as gsm8k:train")
     p.add_argument("--data-dir", type=Path, default=DATA_DIR)
@@ -232,11 +237,13 @@ def main(argv: list[str] | None = None) -> int:
         *([("project fp32 (no autocast)", {"precision": "no"})] if PRECISION == "bf16" else []),
         ("project +use_cache", {"use_cache": True}),
         ("project +logits copy", {"copy_logits": True}),
+        ("project, no heap trim", {"release_heap": False}),
         ("reference", {}),
         ("project", {}),
     ]
     if a.pairs:  # only the headline ratio: reference and project interleaved, a ratio per adjacent pair
-        plan = [("reference", {}), ("project", {})] * a.pairs
+        trim = [("project, no heap trim", {"release_heap": False})] if a.ablate_heap else []
+        plan = [("reference", {}), ("project", {}), *trim] * a.pairs
     elif a.ablate_grouping:  # identical batches below 50 batches (400 rows); only the batch order differs
         plan.insert(4, ("project +trainer grouping", {"trainer_grouping": True}))
     with tempfile.TemporaryDirectory() as tmp:

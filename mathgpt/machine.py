@@ -122,7 +122,8 @@ def release_free_memory() -> None:
 
     CPU training with varying batch shapes fragments the heap: on Qwen2.5-0.5B at GSM8K lengths a trial's
     resident memory grew ~120 MB per optimizer step under glibc (6.0 -> 9.8 GB over 32 steps) and stayed flat
-    (3.2-6.3 GB) under jemalloc, so the growth was held free memory, not live tensors (2026-12-02).
+    (3.2-6.3 GB) under jemalloc, so the growth was held free memory, not live tensors (2-core Intel Xeon with
+    AMX, 2026-12-02; bench/RESULTS.md "Memory of a Qwen2.5-0.5B trial").
     """
     trim = _malloc_trim()
     if trim is not None:

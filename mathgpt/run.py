@@ -289,8 +289,8 @@ def available_memory_bytes(device: str) -> int:
     return 1 << 62  # no /proc (not Linux): no bound from here
 
 
-def cache_dtype_bytes(m: ModelConfig) -> int:
-    """Bytes per key/value element in the slot cache: the compute dtype (NF4 computes in 16 bits)."""
+def dtype_bytes(m: ModelConfig) -> int:
+    """Bytes per element the model computes in: activations and the slot cache (NF4 computes in 16 bits)."""
     return 2 if m.quantization == "nf4" else {"float32": 4, "bfloat16": 2, "float16": 2}[m.dtype]
 
 
@@ -310,7 +310,7 @@ def check_generation(cfg: RunConfig, rd: RunData, device: str) -> None:
         )
     n_prompts = sum(len(s.examples) for s in rd.report + rd.select)
     slots = max(1, min(e.batch_size, n_prompts))
-    need = slot_cache_bytes(config, slots, e.max_new_tokens, cache_dtype_bytes(cfg.model), n_prompts > slots)
+    need = slot_cache_bytes(config, slots, e.max_new_tokens, dtype_bytes(cfg.model), n_prompts > slots)
     free = available_memory_bytes(device)
     if need > free:
         raise ConfigError(
@@ -569,7 +569,7 @@ def estimate_peak_memory_gib(
       2 * seq * batch * hidden per layer with checkpointing
     + logits of the target positions in fp32 (seq * batch * vocab * 4, twice for the softmax gradient).
     """
-    bytes_per = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0}[cfg.model.dtype]
+    bytes_per = dtype_bytes(cfg.model)
     weight_bytes = 0.5625 * n_params if cfg.model.quantization == "nf4" else bytes_per * n_params
     tokens = cfg.data.max_seq_len * cfg.train.batch_size
     act_per_layer = (2 if cfg.model.gradient_checkpointing else 34) * tokens * hidden * (bytes_per / 2)
@@ -731,8 +731,8 @@ def wall_time_estimate(
         if static:
             answers = (
                 f"static batches of {slots}, each to the {e.max_new_tokens}-token cap (prompt + cap exceed the "
-                "model's sliding window, so the continuous batch is not used; timed with its step, which is "
-                "cheaper: Gemma-3-270m's 4-shot baseline took 1.5x this arithmetic, 2026-12-02)"
+                "model's sliding window, so the continuous batch is not used; timed with the continuous batch's "
+                "step, which is cheaper than a static one, so this runs low)"
             )
         elif kind in recorded:
             mean, count = recorded[kind]
@@ -747,7 +747,7 @@ def wall_time_estimate(
         )
     if not static:
         queued = len(problems) > slots
-        cache = slot_cache_bytes(config, slots, span, cache_dtype_bytes(cfg.model), queued)
+        cache = slot_cache_bytes(config, slots, span, dtype_bytes(cfg.model), queued)
         lines.append(
             f"  slot cache   {budget.fmt_bytes(cache)} of keys and values: {slots} slots x {span} columns (longest "
             f"prompt + cap{', x1.5 for refills' if queued else ''}); eval.batch_size sizes it"

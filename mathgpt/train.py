@@ -179,10 +179,13 @@ class CompletionTrainer(Trainer):
 
     order: str = "grouped"
 
-    def __init__(self, *args, order: str = "grouped", mixed_precision: str = "no", **kwargs):
+    def __init__(
+        self, *args, order: str = "grouped", mixed_precision: str = "no", release_heap: bool = True, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         self.order = order
         self.mixed_precision = mixed_precision
+        self.release_heap = release_heap
         self.seen_rows = 0
         # Device tensors, read only at evaluation points: a .item() per step would sync a GPU every step.
         self._tokens: torch.Tensor | int = 0
@@ -195,6 +198,14 @@ class CompletionTrainer(Trainer):
             return SequentialSampler(dataset)
         per_step = self.args.train_batch_size * self.args.gradient_accumulation_steps
         return WholeSetLengthSampler([len(r["input_ids"]) for r in dataset], per_step, self.args.data_seed)
+
+    def training_step(self, *args, **kwargs):
+        loss = super().training_step(*args, **kwargs)
+        if (
+            self.release_heap
+        ):  # the step's freed activations, or glibc's heap grows (machine.release_free_memory)
+            release_free_memory()
+        return loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # bf16 autocast around this forward only (the backward follows the forward's dtypes). Trainer's own
@@ -261,7 +272,6 @@ class PointHook(TrainerCallback):
         model.train(was_training)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        release_free_memory()  # a step's freed activations, or the heap grows (machine.release_free_memory)
         if state.global_step in self.steps:
             self._point(state, model)
 

@@ -217,3 +217,14 @@ def test_train_logs_carry_the_rows_trained_on(tiny_model_dir, tmp_path):
     )
     assert len(seen) == 3 and seen[-1] == 10
     assert sorted(b - a for a, b in zip([0, *seen], seen, strict=False)) == [2, 4, 4]
+
+
+def test_training_hands_the_heap_back_after_every_step(tiny_model_dir, tmp_path, monkeypatch):
+    from mathgpt import train as train_mod
+
+    cfg, tok, model, rd = _setup(tiny_model_dir)
+    calls = []
+    monkeypatch.setattr(train_mod, "release_free_memory", lambda: calls.append(1))
+    rows = train_mod.tokenize(rd.train[:8], tok, "plain", 256)
+    train_mod.train(model, tok, rows, _args(cfg, tmp_path))
+    assert len(calls) == -(-8 // cfg.train.batch_size) * cfg.train.epochs  # one per optimizer step
