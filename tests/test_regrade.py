@@ -75,6 +75,7 @@ def test_refuse_then_regrade_then_report(tmp_path, capsys):
         sw.check_checker(study, root)
     grid = {"size": {"key": "data.train_size", "type": "categorical", "choices": [8]}}
     sweep = sw.SweepConfig(study="s", base_config="b", timeout_s=9, sampler={"type": "grid"}, params=grid)
+    study.enqueue_trial({"size": 8, "seed": 0})
     objective = sw.Objective(sweep, tiny_run_config(Path("tiny")), root, "s", "h")
     study.optimize(objective, n_trials=1, catch=(sw.TrialFailed,))
     refused = study.trials[-1]

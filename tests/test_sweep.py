@@ -225,6 +225,26 @@ def test_the_launcher_queues_each_grid_point_once(tmp_path):
     assert sw.heartbeat.queued_twice(copy, trials) and second.number != copy.number
 
 
+def test_a_worker_that_finds_no_queued_point_left_steps_aside_and_stops(tmp_path, monkeypatch):
+    # Two workers each counted one trial left; the first popped the last queued point, so the second one's ask
+    # made a fresh trial that the grid sampler fills with any point, one already run.
+    monkeypatch.setattr(sw.trial, "spawn_run", lambda raw, run_dir: pytest.fail("a run was started"))
+    params = {"size": {"key": "data.train_size", "type": "categorical", "choices": [8, 12]}}
+    sweep = sw.SweepConfig(study="a", base_config="b", timeout_s=60, sampler={"type": "grid"}, params=params)
+    study = optuna.create_study(direction="maximize", sampler=sw.make_sampler(sweep.sampler, sweep))
+    study.set_user_attr("bases", {"/m": records.point([0] * 20, point=0, dir="base")})
+    for point in sw.grid_points(sweep):
+        study.enqueue_trial(point)
+    for _ in range(2):  # the other worker's two trials, running
+        study.ask()
+    objective = sw.Objective(sweep, tiny_run_config(Path("/m"), train={"epochs": 1}), tmp_path, "a", "h")
+    study.optimize(objective, n_trials=3, catch=(sw.TrialFailed,))
+    extra = study.trials[2:]
+    assert len(extra) == 1, "the worker stopped after stepping aside"
+    assert extra[0].state == TrialState.FAIL and extra[0].user_attrs["duplicate"]
+    assert "no queued point left" in extra[0].user_attrs["fail_reason"] and not sw.counts_as_done(extra[0])
+
+
 def test_open_study_without_a_journal_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="no study journal"):
         sw.open_study("nope", runs_dir=tmp_path)
@@ -300,6 +320,7 @@ def test_pruner_stops_the_child_after_a_bad_epoch(tmp_path, monkeypatch, pruner)
     base_raw = tiny_run_config(Path("/m"), train={"epochs": 3})
 
     t0 = time.time()
+    study.enqueue_trial({"size": 10, "seed": 0})  # as the launcher queues every grid point
     study.optimize(sw.Objective(sweep, base_raw, tmp_path, "p", "h"), n_trials=1)
     pruned = study.trials[-1]
     assert pruned.state == TrialState.PRUNED and time.time() - t0 < 30  # killed in its first epoch's 60 s
@@ -352,6 +373,7 @@ def test_wilcoxon_prunes_on_the_selection_slice_never_the_report_slice(tmp_path,
     best = dict.fromkeys(range(12), 1.0)
     study.add_trial(optuna.trial.create_trial(value=1.0, intermediate_values=best))
     base_raw = tiny_run_config(Path("/m"), train={"epochs": 2})
+    study.enqueue_trial({"size": 10, "seed": 0})  # as the launcher queues every grid point
     study.optimize(sw.Objective(sweep, base_raw, tmp_path, "w", "h"), n_trials=1)
     trial = study.trials[-1]
     assert trial.intermediate_values == dict.fromkeys(range(12), 0.0), "pruned on the report slice"
