@@ -280,23 +280,25 @@ class Objective:
         run = _TrialRun(trial, f"trial {trial.number} [{fmt_params(trial.params)}]")
         trial.set_user_attr("worker", {"host": self.host, "pid": os.getpid()})
         trial.set_user_attr("heartbeat", run.t0)
-        me = frozen(trial.study, trial.number)
-        if self.sweep.sampler.type in ("grid", "list") and "fixed_params" not in me.system_attrs:
-            # The launcher queued every point, so an unqueued trial means another worker took the last one
-            # between this worker's count and its ask; the grid sampler would hand it a point already run
-            # (CI saw size 12 run twice with --workers 2). It steps aside and this worker stops.
-            trial.set_user_attr("duplicate", True)
-            trial.set_user_attr("fail_reason", "no queued point left (another worker took the last one)")
-            trial.study.stop()
-            raise TrialFailed("no queued point left")
         values = suggest(trial, self.sweep.all_params())
         values |= self.sweep.design_overrides(trial.params)  # a "list" design entry's own keys
-        if queued_twice(me, trial.study.get_trials(deepcopy=False)):
-            trial.set_user_attr("duplicate", True)
-            trial.set_user_attr(
-                "fail_reason", "grid point queued twice (two launchers at once); the first runs it"
+        trials = trial.study.get_trials(deepcopy=False)
+        me = next(t for t in trials if t.number == trial.number)
+        # The launcher queued every grid/list point, so an unqueued trial means another worker took the last one
+        # between this worker's count and its ask, and the sampler handed it a point already run (CI saw size 12
+        # run twice with --workers 2): it steps aside and this worker stops.
+        unqueued = self.sweep.sampler.type in ("grid", "list") and "fixed_params" not in me.system_attrs
+        if unqueued or queued_twice(me, trials):
+            reason = (
+                "no queued point left (another worker took the last one)"
+                if unqueued
+                else "grid point queued twice (two launchers at once); the first runs it"
             )
-            raise TrialFailed("duplicate grid point")
+            trial.set_user_attr("duplicate", True)
+            trial.set_user_attr("fail_reason", reason)
+            if unqueued:
+                trial.study.stop()
+            raise TrialFailed(reason)
         raw = trial_config(self.base_raw, values, run_name(self.name, trial.number, trial.params), self.name)
         run_dir = (self.out_dir / f"trial_{trial.number}").resolve()
         trial.set_user_attr("trial_dir", str(run_dir))
