@@ -125,6 +125,13 @@ class TrainConfig(Strict):
 class EvalConfig(Strict):
     max_new_tokens: Int = Field(256, ge=1)
     batch_size: Int = Field(150, ge=1)
+    # Ceiling (GiB) on the keys and values the continuous batch preallocates: it decodes fewer than batch_size
+    # rows where batch_size would not fit (the rows used are the point's gen.rows); null: no ceiling. At 150 rows
+    # the 4-shot baselines' caches were the largest allocation of a study: Qwen2.5-0.5B at GSM8K lengths 5.7 GiB
+    # (1,099 columns, peak 11.8 GB), SmolLM2 on the CPU demo ~6 GB (peak 11.4 GB); 3 GiB keeps a Qwen trial's
+    # evaluation under its training peak. Fewer rows per step leave the tiny model's greedy tokens identical
+    # (tests/test_generate.py); on a real model a different batch shape can move a near-tie's last bits.
+    slot_cache_gib: float | None = Field(3.0, gt=0)
     # Evaluate the un-tuned base model on the same problems (a sweep does it once per study instead).
     base: bool = True
     # Evaluate after every epoch, so a 3-epoch run yields its 1-, 2- and 3-epoch points.

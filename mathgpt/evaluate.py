@@ -46,14 +46,22 @@ def evaluate(
     batch_size: int,
     desc: str,
     shots: Sequence[Shot] = (),
+    cache_budget: int | None = None,
 ) -> EvalResult:
     """Greedy answers for every problem of ``eval_sets`` in one generate call, graded; ``shots`` are the solved
-    examples a k-shot prompt shows first (an answer that goes on to invent another one is cut there)."""
+    examples a k-shot prompt shows first (an answer that goes on to invent another one is cut there);
+    ``cache_budget`` caps the continuous batch's slot cache in bytes (``generate``)."""
     start = time.perf_counter()
     problems = [(s.name, ex) for s in eval_sets for ex in s.examples]
     prompts = [format_prompt(ex.question, prompt_format, tokenizer, shots) for _, ex in problems]
     gens, stats = generate(
-        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, desc=desc
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        desc=desc,
+        cache_budget=cache_budget,
     )
     if shots:  # a cut answer ended: it is not truncated, whatever the cap did to the invented example
         cut = [cut_invented_shot(g.text, prompt_format, tokenizer) for g in gens]

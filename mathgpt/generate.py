@@ -49,6 +49,9 @@ class GenStats:
     useful_tokens: int  # tokens kept in the outputs, EOS included
     slot_tokens: int  # row-steps computed (one per row per decoding step, the prefill's token included)
     wall_s: float
+    rows: int = (
+        0  # rows decoded together: the continuous batch's slots (after the cache budget) or the static batch
+    )
 
     @property
     def useful_fraction(self) -> float:
@@ -70,6 +73,7 @@ class GenStats:
             "useful_fraction": round(self.useful_fraction, 4),
             "useful_tokens_per_s": round(self.useful_tokens_per_s, 2),
             "slot_tokens_per_s": round(self.slot_tokens_per_s, 2),
+            "rows": self.rows,
         }
 
 
@@ -305,16 +309,24 @@ def _prefill(model, ids: list[list[int]], pad_id: int, device, cache_kw: str):
 
 
 def _continuous(
-    model, tokenizer, ids: list[list[int]], max_new_tokens: int, slots: int, progress: Progress
-) -> tuple[list[list[int]], int]:
-    """Greedy decoding of every prompt in ``ids`` through ``slots`` rows that are refilled from the queue as
-    rows end (EOS or ``max_new_tokens``); a row-step is only ever spent on a kept token. Returns each prompt's
-    tokens, in the order of ``ids``, and the row-steps computed."""
+    model,
+    tokenizer,
+    ids: list[list[int]],
+    max_new_tokens: int,
+    slots: int,
+    progress: Progress,
+    cache_budget: int | None = None,
+) -> tuple[list[list[int]], int, int]:
+    """Greedy decoding of every prompt in ``ids`` through ``slots`` rows (fewer if their cache would exceed
+    ``cache_budget`` bytes: ``slots_within``) that are refilled from the queue as rows end (EOS or
+    ``max_new_tokens``); a row-step is only ever spent on a kept token. Returns each prompt's tokens, in the
+    order of ``ids``, the row-steps computed and the slots used."""
     eos, device, cache_kw = tokenizer.eos_token_id, next(model.parameters()).device, _cache_kwarg(model)
     # Longest prompt (in tokens) first: the window opened by the first group then holds every later prompt.
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
     span = max(len(x) for x in ids) + max_new_tokens
-    batch = _Slots(model, min(slots, len(ids)), span if len(ids) <= slots else span + span // 2 + 1)
+    slots = slots_within(model.config, slots, len(ids), span, _compute_bytes(model), cache_budget)
+    batch = _Slots(model, slots, span if len(ids) <= slots else span + span // 2 + 1)
     tokens: list[list[int]] = [[] for _ in ids]
     owner: list[int] = []  # prompt index per live slot
     queue, slot_steps = 0, 0
@@ -349,7 +361,7 @@ def _continuous(
                 owner += [group[j] for j in keep]
             continue
         if batch.rows == 0:
-            return tokens, slot_steps
+            return tokens, slot_steps, batch.slots
         batch.make_room(keep=len(ids[order[queue]]) if queue < len(ids) else 1)  # the next prompt must fit
         next_ids = batch.step(cache_kw)
         slot_steps += batch.rows
@@ -372,11 +384,14 @@ def generate(
     batch_size: int,
     desc: str = "generating",
     mode: Literal["drop", "static"] = "drop",
+    cache_budget: int | None = None,
 ) -> tuple[list[Generation], GenStats]:
     """Greedy completions of ``prompts`` (in order) and what computing them cost (``GenStats``).
 
     ``batch_size`` is the number of rows decoded together: static batches of that size, or that many slots
-    refilled from the queue of prompts (``mode="drop"``).
+    refilled from the queue of prompts (``mode="drop"``), fewer where their preallocated keys and values would
+    exceed ``cache_budget`` bytes (``slots_within``; ``None``: no ceiling). Which rows share a step does not
+    change a greedy row's tokens (tests/test_generate.py), so the budget changes speed and memory, not answers.
     """
     if mode not in ("drop", "static"):
         raise ValueError(f"generate mode must be 'drop' or 'static', not {mode!r}")
@@ -388,7 +403,7 @@ def generate(
     # queue by tokens itself); the original order is restored below.
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     rows: list[list[int]] = []
-    slots = 0
+    slots, n_rows = 0, batch_size
     with torch.inference_mode():
         ids = [tokenizer(prompts[i])["input_ids"] for i in order] if mode == "drop" else []
         if mode == "drop" and not fits_window(model.config, max(len(x) for x in ids) + max_new_tokens):
@@ -401,7 +416,9 @@ def generate(
         with tqdm(desc=label, unit="tok", leave=False, dynamic_ncols=True) as bar:
             progress = Progress(bar, len(prompts), max_new_tokens)
             if mode == "drop":
-                rows, slots = _continuous(model, tokenizer, ids, max_new_tokens, batch_size, progress)
+                rows, slots, n_rows = _continuous(
+                    model, tokenizer, ids, max_new_tokens, batch_size, progress, cache_budget
+                )
             else:
                 for lo in range(0, len(order), batch_size):
                     idx = order[lo : lo + batch_size]
@@ -416,7 +433,7 @@ def generate(
         text = tokenizer.decode(ids_out[:n], skip_special_tokens=True).strip()
         results[i] = Generation(text, n, truncated=eos not in ids_out[:n])
         useful += n
-    stats = GenStats(useful, slots, time.perf_counter() - start)
+    stats = GenStats(useful, slots, time.perf_counter() - start, rows=min(n_rows, len(prompts)))
     return [results[i] for i in range(len(prompts))], stats
 
 
@@ -439,6 +456,25 @@ def slot_cache_bytes(config, slots: int, span: int, dtype_bytes: int, more_promp
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     capacity = span + span // 2 + 1 if more_prompts else span
     return 2 * text.num_hidden_layers * slots * heads * capacity * head_dim * dtype_bytes
+
+
+def slots_within(config, slots: int, n_prompts: int, span: int, dtype_bytes: int, budget: int | None) -> int:
+    """The continuous batch's slot count: ``slots``, at most one per prompt, and no more than fit ``budget``
+    bytes of slot cache (``slot_cache_bytes``); at least one whatever the budget (a single row's cache is what
+    any decoding needs)."""
+    slots = max(1, min(slots, n_prompts))
+    if budget is None or slot_cache_bytes(config, slots, span, dtype_bytes, n_prompts > slots) <= budget:
+        return slots
+    queued_slot = slot_cache_bytes(
+        config, 1, span, dtype_bytes, True
+    )  # fewer slots than prompts: x1.5 columns
+    return max(1, min(slots - 1, budget // queued_slot))
+
+
+def _compute_bytes(model) -> int:
+    """Bytes per element of the keys and values a forward writes (the model's compute dtype)."""
+    dtype = getattr(model, "dtype", None) or next(model.parameters()).dtype
+    return torch.finfo(dtype).bits // 8
 
 
 def time_decode_steps(

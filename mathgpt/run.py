@@ -29,9 +29,17 @@ from rich.table import Table
 from transformers import set_seed
 
 from mathgpt import budget, contamination, data, general, multiple_choice
-from mathgpt.config import ConfigError, LoraSettings, ModelConfig, RunConfig, TrainConfig, dump_config
+from mathgpt.config import (
+    ConfigError,
+    EvalConfig,
+    LoraSettings,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    dump_config,
+)
 from mathgpt.evaluate import EvalSet, evaluate
-from mathgpt.generate import fits_window, slot_cache_bytes
+from mathgpt.generate import fits_window, slot_cache_bytes, slots_within
 from mathgpt.machine import describe, machine_info, native_bf16
 from mathgpt.model import add_lora, load_model, load_tokenizer, meta_model, model_config, resolve_device
 from mathgpt.prompts import format_prompt, resolved_format
@@ -243,6 +251,7 @@ def score(model, tokenizer, cfg: RunConfig, rd: RunData, desc: str) -> Scored:
             batch_size=cfg.eval.batch_size,
             desc=desc,
             shots=[(ex.question, ex.solution) for ex in rd.shots],
+            cache_budget=cache_budget_bytes(cfg.eval),
         )
     n_rep = sum(len(s.examples) for s in rd.report)
     return Scored(res.records[:n_rep], res.records[n_rep:], res)
@@ -294,6 +303,11 @@ def dtype_bytes(m: ModelConfig) -> int:
     return 2 if m.quantization == "nf4" else {"float32": 4, "bfloat16": 2, "float16": 2}[m.dtype]
 
 
+def cache_budget_bytes(e: EvalConfig) -> int | None:
+    """``eval.slot_cache_gib`` in bytes (``None``: no ceiling)."""
+    return None if e.slot_cache_gib is None else int(e.slot_cache_gib * 2**30)
+
+
 def check_generation(cfg: RunConfig, rd: RunData, device: str) -> None:
     """Refuse (one line) an ``eval.max_new_tokens`` beyond the model's context or whose slot cache cannot fit.
 
@@ -309,14 +323,15 @@ def check_generation(cfg: RunConfig, rd: RunData, device: str) -> None:
             f"{cfg.model.name} (with the prompt); use fewer"
         )
     n_prompts = sum(len(s.examples) for s in rd.report + rd.select)
-    slots = max(1, min(e.batch_size, n_prompts))
-    need = slot_cache_bytes(config, slots, e.max_new_tokens, dtype_bytes(cfg.model), n_prompts > slots)
+    db = dtype_bytes(cfg.model)
+    slots = slots_within(config, e.batch_size, n_prompts, e.max_new_tokens, db, cache_budget_bytes(e))
+    need = slot_cache_bytes(config, slots, e.max_new_tokens, db, n_prompts > slots)
     free = available_memory_bytes(device)
     if need > free:
         raise ConfigError(
             f"eval.max_new_tokens {e.max_new_tokens} x {slots} rows needs a slot cache of at least "
-            f"{need / 2**30:.1f} GiB; {free / 2**30:.1f} GiB is free on {device}: lower eval.max_new_tokens "
-            "or eval.batch_size"
+            f"{need / 2**30:.1f} GiB; {free / 2**30:.1f} GiB is free on {device}: lower eval.max_new_tokens, "
+            "eval.batch_size or eval.slot_cache_gib"
         )
 
 
@@ -664,7 +679,12 @@ def wall_time_estimate(
         for ex in problems
     ]
     prompt_tokens = sum(map(len, prompt_ids))
-    slots = max(1, min(e.batch_size, len(problems)))
+    config = model_config(cfg.model.name)
+    span = max(map(len, prompt_ids)) + e.max_new_tokens
+    static = not fits_window(config, span)
+    # The continuous batch sizes its slots to the cache budget; static batches (beyond a sliding window) do not.
+    ceiling = None if static else cache_budget_bytes(e)
+    slots = slots_within(config, e.batch_size, len(problems), span, dtype_bytes(cfg.model), ceiling)
     # A row's cache holds its prompt and its answer so far: time the steps at the middle of a capped answer.
     context = round(prompt_tokens / len(problems)) + e.max_new_tokens // 2
     points = {"base": int(e.base), "finetuned": finetuned_points(cfg, len(rows))}
@@ -694,9 +714,6 @@ def wall_time_estimate(
     recorded = budget.recorded_tokens_per_answer(runs_dir, cfg.model.name, e.max_new_tokens)
     per_answer = {k: recorded[k][0] if k in recorded else float(e.max_new_tokens) for k in points}
     padded = budget.padded_tokens([len(r["input_ids"]) for r in rows], t.batch_size, t.order)
-    config = model_config(cfg.model.name)
-    span = max(map(len, prompt_ids)) + e.max_new_tokens
-    static = not fits_window(config, span)
     wt = budget.wall_time(
         train_padded_tokens=padded,
         epochs=t.epochs,
@@ -750,7 +767,8 @@ def wall_time_estimate(
         cache = slot_cache_bytes(config, slots, span, dtype_bytes(cfg.model), queued)
         lines.append(
             f"  slot cache   {budget.fmt_bytes(cache)} of keys and values: {slots} slots x {span} columns (longest "
-            f"prompt + cap{', x1.5 for refills' if queued else ''}); eval.batch_size sizes it"
+            f"prompt + cap{', x1.5 for refills' if queued else ''}); eval.batch_size {e.batch_size} and "
+            f"eval.slot_cache_gib {e.slot_cache_gib} size it"
         )
     if e.general:
         lines.append(f"  not counted  eval.general {e.general} (multiple-choice scoring at every point)")

@@ -128,6 +128,7 @@ def sum_gen(lines: list[Point]) -> dict | None:
         "useful_fraction": useful / slots if slots else None,
         "useful_tokens_per_s": useful / secs if secs else None,
         "slot_tokens_per_s": slots / secs if secs else None,
+        "rows": max(g.get("rows", 0) for g in gens),
     }
 
 

@@ -74,6 +74,7 @@ def test_stats_record():
         "useful_fraction": 0.8,
         "useful_tokens_per_s": 40.0,
         "slot_tokens_per_s": 50.0,
+        "rows": 0,
     }
 
 
@@ -103,7 +104,9 @@ def test_evaluate_reports_generation_stats(tiny_model_dir):
         "useful_fraction",
         "useful_tokens_per_s",
         "slot_tokens_per_s",
+        "rows",
     }
+    assert res.gen["rows"] == 6
     assert res.gen["useful_tokens"] == res.gen["slot_tokens"] == sum(r["n_tokens"] for r in res.records)
     assert res.tokens_per_s == pytest.approx(res.gen["useful_tokens_per_s"], rel=1e-3)
     assert all(isinstance(r["truncated"], bool) for r in res.records)
@@ -133,6 +136,52 @@ def test_refilled_slots_match_static_generate_and_shift_the_window(tiny_model_di
     assert stats.slot_tokens == stats.useful_tokens == sum(g.n_tokens for g in drop)
     if batch_size == 2:  # six prompts pass through each slot: more columns than a window holds
         assert shifts
+
+
+def test_slots_within_a_cache_budget(tiny_model_dir):
+    """The budget buys whole slots at the cache's own size: every slot without a queue, fewer with one
+    (1.5x columns for refills), never under one."""
+    from mathgpt.generate import slot_cache_bytes, slots_within
+
+    config = AutoModelForCausalLM.from_pretrained(tiny_model_dir).config
+    text = config.get_text_config()
+    # one slot, one column: K and V of every layer, kv heads x head dim, fp32
+    column = (
+        2
+        * text.num_hidden_layers
+        * text.num_key_value_heads
+        * (text.hidden_size // text.num_attention_heads)
+        * 4
+    )
+    assert slot_cache_bytes(config, 1, 1, 4, False) == column
+    span, queued = 40, slot_cache_bytes(config, 1, 40, 4, True)
+    assert queued == column * (40 + 20 + 1)
+    assert slots_within(config, 12, 12, span, 4, None) == 12
+    assert slots_within(config, 50, 12, span, 4, None) == 12  # never more slots than prompts
+    assert slots_within(config, 12, 12, span, 4, 12 * 40 * column) == 12  # all fit, no queue: span columns
+    assert slots_within(config, 12, 12, span, 4, 12 * 40 * column - 1) == 11 * 40 * column // queued
+    assert slots_within(config, 12, 30, span, 4, 5 * queued) == 5
+    assert slots_within(config, 12, 30, span, 4, 5 * queued - 1) == 4
+    assert slots_within(config, 12, 30, span, 4, 1) == 1
+    for budget in (1, 3 * queued, 7 * queued + 5, 12 * queued):
+        k = slots_within(config, 12, 30, span, 4, budget)
+        assert k == 1 or slot_cache_bytes(config, k, span, 4, True) <= budget
+
+
+def test_a_cache_budget_decodes_fewer_rows_with_the_same_answers(tiny_model_dir):
+    """Under a budget of a few slots the continuous batch decodes fewer rows (recorded in the stats), and the
+    completions are still the static path's."""
+    from mathgpt.generate import slot_cache_bytes
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    model = _model(tiny_model_dir, 0.01)
+    kw = dict(max_new_tokens=24, batch_size=12)
+    static, _ = generate(model, tok, PROMPTS, mode="static", **kw)
+    span = max(len(tok(p)["input_ids"]) for p in PROMPTS) + 24
+    budget = slot_cache_bytes(model.config, 3, span, 4, True)
+    drop, stats = generate(model, tok, PROMPTS, mode="drop", cache_budget=budget, **kw)
+    assert stats.rows == 3 and drop == static
+    assert generate(model, tok, PROMPTS, mode="drop", **kw)[1].rows == 12
 
 
 @pytest.mark.parametrize("max_new_tokens", [1, 2])
@@ -179,7 +228,7 @@ def test_the_queue_orders_itself_longest_prompt_first(tiny_model_dir):
     ids = [tok(p)["input_ids"] for p in prompts]
     assert len(ids[1]) + 24 < len(ids[3])
     with torch.inference_mode():
-        rows, _ = gen._continuous(model, tok, ids, 24, 2, gen.Progress(tqdm(disable=True), len(ids), 24))
+        rows, _, _ = gen._continuous(model, tok, ids, 24, 2, gen.Progress(tqdm(disable=True), len(ids), 24))
     static, _ = generate(model, tok, prompts, mode="static", max_new_tokens=24, batch_size=12)
     eos = tok.eos_token_id
     texts = [
