@@ -7,7 +7,7 @@ instructions torch emulates bf16, and on an AVX2-only CPU that is far slower tha
 is the best of ``--repeats`` (at most ``--budget`` seconds per shape once the first has run). Writes the
 "bf16-native" section of bench/RESULTS.md.
 
-    python bench/bf16_native.py [--repeats 3] [--budget 20] [--no-train-step]
+    python bench/bf16_native.py [--repeats 3] [--budget 20] [--no-train-step] [--section NAME]
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--budget", type=float, default=20.0, help="seconds per shape after its first timing")
     p.add_argument("--no-train-step", action="store_true")
+    p.add_argument("--section", default="bf16-native", help="RESULTS.md section (one per CPU kind kept)")
     a = p.parse_args(argv)
     machine = machine_info()
     rows = matmul_rows(a.repeats, a.budget)
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
     )
     print(text)
-    write_section("bf16-native", text)
+    write_section(a.section, text)
     return 0
 
 

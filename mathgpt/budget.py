@@ -30,7 +30,7 @@ import yaml
 
 from mathgpt.generate import PREFILL_ROWS, time_decode_steps, time_prefill
 from mathgpt.jsonl import read_jsonl
-from mathgpt.model import add_lora, load_model
+from mathgpt.model import add_lora, load_model, weights_in
 from mathgpt.train import IGNORE, LeftPadCollator, Tokenized, completion_loss
 
 # Timed steps after one untimed warm-up each. On the 2-core AMD EPYC (2026-12-02) SmolLM2-135M's probe with
@@ -224,29 +224,33 @@ def probe(
     pad_id: int,
     slots: int,
     context: int,
+    eval_dtype: str = "float32",
     decode_steps: int = PROBE_DECODE_STEPS,
 ) -> Rates:
-    """Load ``model_name`` as the run does and time its prefill, its decoding steps (base, then with a fresh
-    LoRA adapter attached, as fine-tuned points decode) and its training steps (``train_batches``; none: the
-    run does not train)."""
+    """Load ``model_name`` as the run does and time its prefill and its decoding steps with the weights in
+    ``eval_dtype`` (base, then with a fresh LoRA adapter attached, as fine-tuned points decode) and its
+    training steps (``train_batches``; none: the run does not train)."""
     t0, load_avg = time.perf_counter(), os.getloadavg()[0]
     model = load_model(model_name, device=device, **model_settings)
     load_s = time.perf_counter() - t0
     by_length = sorted(prompt_ids, key=len, reverse=True)
     mid = max(0, len(by_length) // 2 - PREFILL_ROWS // 2)
     group = by_length[mid : mid + PREFILL_ROWS]
-    time_prefill(model, group[:2], pad_id)  # warm-up
-    prefill_rate = sum(map(len, group)) / time_prefill(model, group, pad_id)
-    step_s, n_decode = {}, {}
-    step_s["base"], n_decode["base"] = time_decode_steps(
-        model, rows=slots, context=context, steps=decode_steps, budget_s=PROBE_PHASE_S
-    )
+    decode = getattr(torch, eval_dtype)
+    with weights_in(model, decode):
+        time_prefill(model, group[:2], pad_id)  # warm-up
+        prefill_rate = sum(map(len, group)) / time_prefill(model, group, pad_id)
+        step_s, n_decode = {}, {}
+        step_s["base"], n_decode["base"] = time_decode_steps(
+            model, rows=slots, context=context, steps=decode_steps, budget_s=PROBE_PHASE_S
+        )
     train_rate, n_train = None, 0
     if train_batches:
         model = add_lora(model, **lora_settings)
-        step_s["finetuned"], n_decode["finetuned"] = time_decode_steps(
-            model, rows=slots, context=context, steps=decode_steps, budget_s=PROBE_PHASE_S
-        )
+        with weights_in(model, decode):
+            step_s["finetuned"], n_decode["finetuned"] = time_decode_steps(
+                model, rows=slots, context=context, steps=decode_steps, budget_s=PROBE_PHASE_S
+            )
         train_rate, n_train = time_training(
             model,
             train_batches,

@@ -98,7 +98,7 @@ def describe(machine: dict) -> str:
     device = machine.get("gpu") or machine.get("cpu") or "unknown device"
     flags = ", ".join(machine.get("cpu_flags") or []) or "no listed flags"
     threads = machine.get("torch_threads")
-    extra = [f"{k} {machine[k]}" for k in ("dtype", "mixed_precision") if machine.get(k)]
+    extra = [f"{k} {machine[k]}" for k in ("dtype", "mixed_precision", "eval_dtype") if machine.get(k)]
     libs = ", ".join(f"{k} {machine.get(k)}" for k in ("torch", "transformers", "peft", "python"))
     where = (
         f"{device} (host {machine.get('cpu')})"

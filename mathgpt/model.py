@@ -14,6 +14,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -246,7 +248,7 @@ def load_model(
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     elif gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model.config.use_cache = True
     return model.eval()
@@ -296,6 +298,24 @@ def reason(err: Exception) -> str:
     """One line from torch's many-line load errors: the first size mismatch when there is one."""
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
     return next((ln for ln in lines if "size mismatch" in ln), lines[0] if lines else type(err).__name__)
+
+
+@contextmanager
+def weights_in(model, dtype: torch.dtype) -> Iterator[object]:
+    """``model`` with every floating-point parameter held in ``dtype`` for the duration (bf16 decoding of an
+    fp32 model); the original tensors are kept and put back untouched, so training resumes on exactly the
+    weights it left. Costs one ``dtype`` copy of the weights while it lasts (half the fp32 size for bf16)."""
+    saved = {}
+    try:
+        with torch.no_grad():
+            for p in model.parameters():  # tied weights are one parameter: cast once
+                if p.dtype.is_floating_point and p.dtype != dtype:
+                    saved[p] = p.data
+                    p.data = p.data.to(dtype)
+        yield model
+    finally:
+        for p, data in saved.items():
+            p.data = data
 
 
 def add_lora(

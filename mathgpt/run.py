@@ -41,7 +41,15 @@ from mathgpt.config import (
 from mathgpt.evaluate import EvalSet, evaluate
 from mathgpt.generate import fits_window, slot_cache_bytes, slots_within
 from mathgpt.machine import describe, machine_info, native_bf16
-from mathgpt.model import add_lora, load_model, load_tokenizer, meta_model, model_config, resolve_device
+from mathgpt.model import (
+    add_lora,
+    load_model,
+    load_tokenizer,
+    meta_model,
+    model_config,
+    resolve_device,
+    weights_in,
+)
 from mathgpt.prompts import format_prompt, resolved_format
 from mathgpt.record import Point, knob_values
 from mathgpt.scored import Scored, point_line, prediction_rows, sum_gen, summary
@@ -178,11 +186,29 @@ def resolved_precision(setting: str, device: str) -> str:
     return "bf16" if native_bf16(device) else "no"
 
 
+def resolved_eval_dtype(setting: str, device: str, model: ModelConfig) -> str:
+    """``eval.dtype`` as it runs: "auto" is bfloat16 for an unquantized fp32 model on a CPU with native bf16,
+    else the model's own dtype."""
+    if setting != "auto":
+        return setting
+    bf16 = (
+        device == "cpu" and model.dtype == "float32" and model.quantization == "none" and native_bf16(device)
+    )
+    return "bfloat16" if bf16 else model.dtype
+
+
 def resolve_precision(cfg: RunConfig, device: str) -> RunConfig:
-    """``cfg`` with ``train.mixed_precision`` resolved for ``device`` (``resolved_precision``), so config.yaml,
-    the point records and the dry run's probe all carry the value that runs."""
-    resolved = resolved_precision(cfg.train.mixed_precision, device)
-    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"mixed_precision": resolved})})
+    """``cfg`` with ``train.mixed_precision`` (``resolved_precision``) and ``eval.dtype``
+    (``resolved_eval_dtype``) resolved for ``device``, so config.yaml, the point records and the dry run's
+    probe all carry the values that run."""
+    mixed = resolved_precision(cfg.train.mixed_precision, device)
+    decode = resolved_eval_dtype(cfg.eval.dtype, device, cfg.model)
+    return cfg.model_copy(
+        update={
+            "train": cfg.train.model_copy(update={"mixed_precision": mixed}),
+            "eval": cfg.eval.model_copy(update={"dtype": decode}),
+        }
+    )
 
 
 def check_steps(cfg: RunConfig, n_train: int) -> None:
@@ -220,18 +246,20 @@ def _param_bytes(model) -> int:
 
 
 @contextlib.contextmanager
-def eval_view(model, quantization: str) -> Iterator[object]:
-    """The model to generate with: the adapter merged into a copy (small full-precision models), else the
-    peft model itself with the adapter unmerged. The trained weights are never written to either way."""
+def eval_view(model, quantization: str, dtype: str) -> Iterator[object]:
+    """The model to generate with, its weights in ``dtype`` (``weights_in``): the adapter merged into a copy
+    (small full-precision models), else the peft model itself with the adapter unmerged. The trained weights
+    are never written to either way."""
     merge = (
         hasattr(model, "merge_and_unload")
         and quantization == "none"
         and _param_bytes(model) <= COPY_MERGE_MAX_BYTES
     )
     if not merge:
-        yield model
+        with weights_in(model, getattr(torch, dtype)) as view:
+            yield view
         return
-    merged = copy.deepcopy(model).merge_and_unload()
+    merged = copy.deepcopy(model).merge_and_unload().to(getattr(torch, dtype))
     try:
         yield merged
     finally:
@@ -241,7 +269,7 @@ def eval_view(model, quantization: str) -> Iterator[object]:
 def score(model, tokenizer, cfg: RunConfig, rd: RunData, desc: str) -> Scored:
     """Report and selection slices in one generate call (one batch fills better than two), leaving the
     model's weights and the random state exactly as they were."""
-    with preserved_rng(), eval_view(model, cfg.model.quantization) as view:
+    with preserved_rng(), eval_view(model, cfg.model.quantization, cfg.eval.dtype) as view:
         res = evaluate(
             view,
             tokenizer,
@@ -299,8 +327,18 @@ def available_memory_bytes(device: str) -> int:
 
 
 def dtype_bytes(m: ModelConfig) -> int:
-    """Bytes per element the model computes in: activations and the slot cache (NF4 computes in 16 bits)."""
+    """Bytes per element the model trains in: activations (NF4 computes in 16 bits)."""
     return 2 if m.quantization == "nf4" else {"float32": 4, "bfloat16": 2, "float16": 2}[m.dtype]
+
+
+def cache_dtype_bytes(cfg: RunConfig) -> int:
+    """Bytes per element of the slot cache: keys and values come out in the decoding dtype (``eval.dtype``,
+    resolved by ``resolve_precision``; NF4 computes in 16 bits)."""
+    if cfg.model.quantization == "nf4":
+        return 2
+    if cfg.eval.dtype == "auto":
+        raise ValueError("cache_dtype_bytes needs eval.dtype resolved (resolve_precision)")
+    return {"float32": 4, "bfloat16": 2, "float16": 2}[cfg.eval.dtype]
 
 
 def cache_budget_bytes(e: EvalConfig) -> int | None:
@@ -323,7 +361,7 @@ def check_generation(cfg: RunConfig, rd: RunData, device: str) -> None:
             f"{cfg.model.name} (with the prompt); use fewer"
         )
     n_prompts = sum(len(s.examples) for s in rd.report + rd.select)
-    db = dtype_bytes(cfg.model)
+    db = cache_dtype_bytes(cfg)
     slots = slots_within(config, e.batch_size, n_prompts, e.max_new_tokens, db, cache_budget_bytes(e))
     need = slot_cache_bytes(config, slots, e.max_new_tokens, db, n_prompts > slots)
     free = available_memory_bytes(device)
@@ -349,7 +387,11 @@ def run_experiment(cfg: RunConfig, out_dir: Path) -> dict:
     check_generation(cfg, rd, device)  # before any file, not minutes into the first evaluation
     files = RunFiles(Path(out_dir))
     # the numbers depend on where they ran (training is not bit-reproducible across CPU models)
-    machine = machine_info() | {"dtype": cfg.model.dtype, "mixed_precision": cfg.train.mixed_precision}
+    machine = machine_info() | {
+        "dtype": cfg.model.dtype,
+        "mixed_precision": cfg.train.mixed_precision,
+        "eval_dtype": cfg.eval.dtype,
+    }
     (files.out / "config.yaml").write_text(  # the config that runs: nothing is re-batched
         f"# machine: {describe(machine)}\n" + dump_config(cfg)
     )
@@ -614,7 +656,7 @@ def dry_run(cfg: RunConfig, *, probe: bool = True, runs_dir: Path | None = None)
         f"parameters     {total:,} total, {trainable:,} trainable LoRA ({100 * trainable / total:.3f}%)",
         f"lora           r={cfg.lora.r} alpha={cfg.lora.lora_alpha:g} targets={cfg.lora.target_modules}",
         f"precision      {cfg.model.dtype}, quantization {cfg.model.quantization}, "
-        f"training autocast {_precision_line(cfg)}",
+        f"training autocast {_precision_line(cfg)}, decoding {_decoding_line(cfg)}",
         f"batch          {cfg.train.batch_size} x {cfg.data.max_seq_len} tokens, grad_accum {cfg.train.grad_accum}",
         "peak memory    ~{total:.1f} GiB (weights {weights:.1f}, LoRA+AdamW {lora_and_optimizer:.2f}, "
         "activations {activations:.1f}, logits {logits:.1f}) - an estimate".format(**mem),
@@ -634,6 +676,17 @@ def _precision_line(cfg: RunConfig) -> str:
     except ConfigError:
         return "auto"
     return f"auto -> {resolved_precision(setting, device)} on {device}"
+
+
+def _decoding_line(cfg: RunConfig) -> str:
+    setting = cfg.eval.dtype
+    if setting != "auto":
+        return setting
+    try:
+        device = resolve_device(cfg.model.device, cfg.model.dtype, cfg.model.quantization)
+    except ConfigError:
+        return "auto"
+    return f"auto -> {resolved_eval_dtype(setting, device, cfg.model)} on {device}"
 
 
 def finetuned_points(cfg: RunConfig, n_train: int) -> int:
@@ -684,12 +737,12 @@ def wall_time_estimate(
     static = not fits_window(config, span)
     # The continuous batch sizes its slots to the cache budget; static batches (beyond a sliding window) do not.
     ceiling = None if static else cache_budget_bytes(e)
-    slots = slots_within(config, e.batch_size, len(problems), span, dtype_bytes(cfg.model), ceiling)
+    slots = slots_within(config, e.batch_size, len(problems), span, cache_dtype_bytes(cfg), ceiling)
     # A row's cache holds its prompt and its answer so far: time the steps at the middle of a capped answer.
     context = round(prompt_tokens / len(problems)) + e.max_new_tokens // 2
     points = {"base": int(e.base), "finetuned": finetuned_points(cfg, len(rows))}
     key = (cfg.model.model_dump_json(), cfg.lora.model_dump_json(), t.batch_size, t.order, t.mixed_precision,
-           d.max_seq_len, slots, context, bool(points["finetuned"]))  # fmt: skip
+           e.dtype, d.max_seq_len, slots, context, bool(points["finetuned"]))  # fmt: skip
     cache = rates_cache if rates_cache is not None else {}
     if not points["finetuned"] and key[:-1] + (True,) in cache:  # a probe that trained also timed the base
         key = key[:-1] + (True,)
@@ -709,6 +762,7 @@ def wall_time_estimate(
             pad_id=tokenizer.pad_token_id,
             slots=slots,
             context=context,
+            eval_dtype=e.dtype,
         )
     rates = cache[key]
     recorded = budget.recorded_tokens_per_answer(runs_dir, cfg.model.name, e.max_new_tokens)
@@ -764,7 +818,7 @@ def wall_time_estimate(
         )
     if not static:
         queued = len(problems) > slots
-        cache = slot_cache_bytes(config, slots, span, dtype_bytes(cfg.model), queued)
+        cache = slot_cache_bytes(config, slots, span, cache_dtype_bytes(cfg), queued)
         lines.append(
             f"  slot cache   {budget.fmt_bytes(cache)} of keys and values: {slots} slots x {span} columns (longest "
             f"prompt + cap{', x1.5 for refills' if queued else ''}); eval.batch_size {e.batch_size} and "

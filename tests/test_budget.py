@@ -131,7 +131,10 @@ def test_dry_run_prints_a_probed_wall_time_on_the_tiny_model(tiny_model_dir, wri
     # tiny_run_config: 8 report problems, base point + one fine-tuned point, 8 tokens each (the cap)
     assert re.search(r"1 base model point x 8 problems .*<= 8 tokens each \(the cap", out), out
     assert re.search(r"1 fine-tuned point x 8 problems", out), out
-    # the tiny model's slot cache: 2 x layers x slots x kv heads x (longest prompt + cap) x head dim x 4 bytes
+    # eval.dtype auto: bf16 decoding where this CPU has native bf16, else fp32; the line says which ran
+    decoding = re.search(r"decoding auto -> (float32|bfloat16) on cpu$", out, re.M)
+    assert decoding, out
+    # the tiny model's slot cache: 2 x layers x slots x kv heads x (longest prompt + cap) x head dim x bytes
     cache = re.search(
         r"slot cache +(\S+ \S+) of keys and values: 8 slots x (\d+) columns \(longest prompt \+ cap\)", out
     )
@@ -144,7 +147,7 @@ def test_dry_run_prints_a_probed_wall_time_on_the_tiny_model(tiny_model_dir, wri
         * c.num_key_value_heads
         * int(cache[2])
         * (c.hidden_size // c.num_attention_heads)
-        * 4
+        * {"float32": 4, "bfloat16": 2}[decoding[1]]
     )
     assert cache[1] == budget.fmt_bytes(kv_bytes)
 

@@ -99,7 +99,22 @@ def test_auto_mixed_precision_is_resolved_into_the_config_that_ran(
         assert main(["run", str(cfg), "--output-dir", str(out)]) == 0
         ran = parse_config(yaml.safe_load((out / "config.yaml").read_text()))
         assert ran.train.mixed_precision == want
-        assert json.loads((out / "metrics.json").read_text())["machine"]["mixed_precision"] == want
+        assert ran.eval.dtype == {"no": "float32", "bf16": "bfloat16"}[want]  # eval.dtype auto, the same rule
+        ran_on = json.loads((out / "metrics.json").read_text())["machine"]
+        assert ran_on["mixed_precision"] == want and ran_on["eval_dtype"] == ran.eval.dtype
+
+
+def test_auto_eval_dtype_takes_bf16_only_for_an_fp32_model_on_a_native_bf16_cpu(monkeypatch) -> None:
+    import mathgpt.run as run
+    from mathgpt.config import ModelConfig
+
+    fp32, nf4 = ModelConfig(), ModelConfig(dtype="bfloat16", quantization="nf4")
+    for native in (False, True):
+        monkeypatch.setattr(run, "native_bf16", lambda device, native=native: native)
+        assert run.resolved_eval_dtype("auto", "cpu", fp32) == ("bfloat16" if native else "float32")
+        assert run.resolved_eval_dtype("auto", "cuda", fp32) == "float32"  # measured on CPUs only
+        assert run.resolved_eval_dtype("auto", "cuda", nf4) == "bfloat16"  # the model's own
+        assert run.resolved_eval_dtype("float32", "cpu", fp32) == "float32"  # a set value is kept
 
 
 def _rss_mb() -> float:

@@ -83,3 +83,29 @@ def test_a_head_that_scales_its_logits_is_refused(tiny_model_dir):
     model.get_base_model().config.final_logit_softcapping = 30.0
     with pytest.raises(ValueError, match="final_logit_softcapping"):
         completion_loss(model, dict(batch))
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients(tiny_model_dir, recwarn):
+    """model.gradient_checkpointing recomputes each layer in the backward instead of keeping its activations:
+    the memory knob changes no number (and load_model uses transformers' current name for it)."""
+    tok = load_tokenizer(str(tiny_model_dir))
+    batch = LeftPadCollator(tok.pad_token_id)(tokenize(make_problems("train", 6), tok, "plain", 256))
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        base = load_model(str(tiny_model_dir), device="cpu", gradient_checkpointing=checkpointing)
+        assert base.is_activation_checkpointing == checkpointing
+        model = add_lora(base, r=4, alpha=8.0)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.05)
+        model.train()
+        loss = completion_loss(model, batch)
+        loss.backward()
+        grads.append((loss.item(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+    (l0, g0), (l1, g1) = grads
+    assert l1 == pytest.approx(l0, rel=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g0, g1, strict=True))
+    # peft 0.21 still reads the deprecated is_gradient_checkpointing; the project's own call is the new one
+    assert not [w for w in recwarn if "gradient_checkpointing_enable" in str(w.message)]

@@ -18,10 +18,13 @@ def _setup(model_dir, **train):
     from transformers import set_seed
 
     from mathgpt.model import add_lora, load_model, load_tokenizer
-    from mathgpt.run import load_data, lora_settings
+    from mathgpt.run import load_data, lora_settings, resolve_precision
 
-    cfg = parse_config(
-        tiny_run_config(model_dir, train={"lr_scheduler": "constant", "logging_steps": 1, **train})
+    cfg = resolve_precision(  # as run_experiment does: eval.dtype auto resolved for this CPU
+        parse_config(
+            tiny_run_config(model_dir, train={"lr_scheduler": "constant", "logging_steps": 1, **train})
+        ),
+        "cpu",
     )
     set_seed(cfg.seed)
     tok = load_tokenizer(cfg.model.name)
@@ -228,3 +231,40 @@ def test_training_hands_the_heap_back_after_every_step(tiny_model_dir, tmp_path,
     rows = train_mod.tokenize(rd.train[:8], tok, "plain", 256)
     train_mod.train(model, tok, rows, _args(cfg, tmp_path))
     assert len(calls) == -(-8 // cfg.train.batch_size) * cfg.train.epochs  # one per optimizer step
+
+
+def test_bf16_decoding_leaves_the_trained_weights_exactly_as_they_were(tiny_model_dir):
+    """eval.dtype bfloat16: a point decodes with bf16 weights (keys and values too), and training resumes on the
+    very fp32 tensors it left, bit for bit."""
+    from mathgpt.model import weights_in
+    from mathgpt.run import eval_view
+
+    _, _, model, _ = _setup(tiny_model_dir)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    before = {n: (p.data_ptr(), p.detach().clone()) for n, p in model.named_parameters()}
+    seen = set()
+    hook = (
+        model.get_base_model()
+        .model.layers[-1]
+        .mlp.down_proj.register_forward_hook(lambda m, i, o: seen.add(o.dtype))
+    )
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.no_grad():
+        fp32_logits = model(input_ids=ids).logits
+        with eval_view(model, "none", "bfloat16") as view:
+            assert {p.dtype for p in view.parameters()} == {torch.bfloat16}
+            bf16_logits = view(input_ids=ids).logits
+        with weights_in(model, torch.float32):  # already fp32: nothing is copied
+            assert all(p.data_ptr() == before[n][0] for n, p in model.named_parameters())
+    hook.remove()
+    assert seen == {torch.float32, torch.bfloat16}
+    assert bf16_logits.dtype == torch.bfloat16 and not torch.equal(bf16_logits.float(), fp32_logits)
+    for n, p in model.named_parameters():
+        assert (
+            p.dtype == torch.float32
+            and p.data_ptr() == before[n][0]
+            and torch.equal(p.detach(), before[n][1])
+        )
