@@ -18,7 +18,7 @@ import math
 import random
 import resource
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -651,12 +651,15 @@ def dry_run(cfg: RunConfig, *, probe: bool = True, runs_dir: Path | None = None)
     peft_model = add_lora(model, **lora_settings(cfg.lora))
     trainable, _ = peft_model.get_nb_trainable_parameters()
     mem = estimate_peak_memory_gib(cfg, total, trainable, c.hidden_size, c.num_hidden_layers, c.vocab_size)
+    mixed, decode = cfg.train.mixed_precision, cfg.eval.dtype
+    autocast = _auto_line(cfg, mixed, lambda d: resolved_precision(mixed, d))
+    decoding = _auto_line(cfg, decode, lambda d: resolved_eval_dtype(decode, d, cfg.model))
     lines = [
         f"model          {cfg.model.name} ({c.model_type}, {c.num_hidden_layers} layers, hidden {c.hidden_size})",
         f"parameters     {total:,} total, {trainable:,} trainable LoRA ({100 * trainable / total:.3f}%)",
         f"lora           r={cfg.lora.r} alpha={cfg.lora.lora_alpha:g} targets={cfg.lora.target_modules}",
         f"precision      {cfg.model.dtype}, quantization {cfg.model.quantization}, "
-        f"training autocast {_precision_line(cfg)}, decoding {_decoding_line(cfg)}",
+        f"training autocast {autocast}, decoding {decoding}",
         f"batch          {cfg.train.batch_size} x {cfg.data.max_seq_len} tokens, grad_accum {cfg.train.grad_accum}",
         "peak memory    ~{total:.1f} GiB (weights {weights:.1f}, LoRA+AdamW {lora_and_optimizer:.2f}, "
         "activations {activations:.1f}, logits {logits:.1f}) - an estimate".format(**mem),
@@ -667,26 +670,15 @@ def dry_run(cfg: RunConfig, *, probe: bool = True, runs_dir: Path | None = None)
     return "\n".join(lines)
 
 
-def _precision_line(cfg: RunConfig) -> str:
-    setting = cfg.train.mixed_precision
+def _auto_line(cfg: RunConfig, setting: str, resolve: Callable[[str], str]) -> str:
+    """A dry-run value as set, or "auto -> what it resolves to on this device" (``resolve(device)``)."""
     if setting != "auto":
         return setting
     try:
         device = resolve_device(cfg.model.device, cfg.model.dtype, cfg.model.quantization)
     except ConfigError:
         return "auto"
-    return f"auto -> {resolved_precision(setting, device)} on {device}"
-
-
-def _decoding_line(cfg: RunConfig) -> str:
-    setting = cfg.eval.dtype
-    if setting != "auto":
-        return setting
-    try:
-        device = resolve_device(cfg.model.device, cfg.model.dtype, cfg.model.quantization)
-    except ConfigError:
-        return "auto"
-    return f"auto -> {resolved_eval_dtype(setting, device, cfg.model)} on {device}"
+    return f"auto -> {resolve(device)} on {device}"
 
 
 def finetuned_points(cfg: RunConfig, n_train: int) -> int:
