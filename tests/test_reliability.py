@@ -252,8 +252,9 @@ def test_max_new_tokens_is_bounded_by_context_and_cache_memory(tiny_model_dir, w
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "eval.max_new_tokens 5000" in err and "context of 1024" in err, err
     assert not out.exists()  # refused before anything was written
-    # Within the context, but the slot cache (8 rows x the prompt and 900 tokens) cannot fit in 1 MiB.
-    monkeypatch.setattr(mathgpt.run, "available_memory_bytes", lambda device: 1 << 20)
+    # Within the context, but the slot cache (8 rows x the prompt and 900 tokens: 0.9 MiB in bf16 decoding,
+    # 1.8 MiB in fp32, whichever eval.dtype auto picks on this CPU) cannot fit in 256 KiB.
+    monkeypatch.setattr(mathgpt.run, "available_memory_bytes", lambda device: 1 << 18)
     fits = write_config(tiny_run_config(tiny_model_dir, eval={"max_new_tokens": 900}), "fits.yaml")
     assert main(["run", str(fits), "--output-dir", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
