@@ -524,6 +524,11 @@ def _run(
     cfg: RunConfig, files: RunFiles, device: str, tokenizer, rd: RunData, tracker, machine: dict
 ) -> dict:
     model = load_model(cfg.model.name, device=device, **model_settings(cfg.model))
+    if not rd.train and not cfg.eval.general and cfg.model.quantization == "none":
+        # Nothing trains (a baseline): the weights can be cast once, in place, to the decoding dtype, and the
+        # model.dtype copy that weights_in would keep beside them is not held (2.5 GB for Qwen2.5-0.5B in fp32).
+        # The bf16 tensors are the ones weights_in would make, so the answers are the same.
+        model.to(getattr(torch, cfg.eval.dtype))
     points = PointRecorder(cfg, files, tracker, tokenizer, rd, machine)
     base = points.base(model) if cfg.eval.base else None
     out = {"base": summary(base), "finetuned": None, "n_eval": sum(len(s.examples) for s in rd.report)}

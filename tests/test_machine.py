@@ -137,3 +137,34 @@ def test_release_free_memory_returns_a_fragmented_heap_to_the_os():
     machine.release_free_memory()
     assert held - _rss_mb() > 100, (held, _rss_mb())
     del pin
+
+
+def test_a_run_that_trains_nothing_casts_its_weights_once_and_answers_the_same(
+    tiny_model_dir, tmp_path, write_config, monkeypatch
+):
+    """A baseline (nothing to train) holds its weights in the decoding dtype instead of keeping both copies; its
+    answers are the base point's of a run that does train and decodes through weights_in."""
+    import mathgpt.run as run
+
+    copied: dict[int, list[bool]] = {0: [], 1: []}
+    epochs_now = {"n": 0}
+    real = run.weights_in
+
+    def spy(model, dtype):  # did this point have to cast (and so keep a second copy of) the weights?
+        copied[epochs_now["n"]].append(any(p.dtype != dtype for p in model.parameters()))
+        return real(model, dtype)
+
+    monkeypatch.setattr(run, "weights_in", spy)
+    answers = {}
+    for epochs in (0, 1):
+        epochs_now["n"] = epochs
+        cfg = write_config(
+            tiny_run_config(tiny_model_dir, train={"epochs": epochs}, eval={"dtype": "bfloat16"})
+        )
+        out = tmp_path / f"epochs{epochs}"
+        assert main(["run", str(cfg), "--output-dir", str(out)]) == 0
+        lines = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+        answers[epochs] = [(r["id"], r["output"]) for r in lines if r["model"] == "base"]
+        assert yaml.safe_load((out / "config.yaml").read_text())["eval"]["dtype"] == "bfloat16"
+    assert answers[0] and answers[0] == answers[1]
+    assert copied[0] and not any(copied[0]) and all(copied[1])
