@@ -307,15 +307,23 @@ def weights_in(model, dtype: torch.dtype) -> Iterator[object]:
     weights it left. Costs one ``dtype`` copy of the weights while it lasts (half the fp32 size for bf16)."""
     saved = {}
     try:
-        with torch.no_grad():
-            for p in model.parameters():  # tied weights are one parameter: cast once
-                if p.dtype.is_floating_point and p.dtype != dtype:
-                    saved[p] = p.data
-                    p.data = p.data.to(dtype)
+        saved = cast_weights(model, dtype)
         yield model
     finally:
         for p, data in saved.items():
             p.data = data
+
+
+def cast_weights(model, dtype: torch.dtype) -> dict:
+    """Every floating-point parameter of ``model`` cast to ``dtype`` in place; returns the tensors replaced, by
+    parameter. Buffers keep their dtype (rotary frequencies stay fp32, as ``model.to`` would not leave them)."""
+    saved = {}
+    with torch.no_grad():
+        for p in model.parameters():  # tied weights are one parameter: cast once
+            if p.dtype.is_floating_point and p.dtype != dtype:
+                saved[p] = p.data
+                p.data = p.data.to(dtype)
+    return saved
 
 
 def add_lora(

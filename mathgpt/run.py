@@ -43,6 +43,7 @@ from mathgpt.generate import fits_window, slot_cache_bytes, slots_within
 from mathgpt.machine import describe, machine_info, native_bf16
 from mathgpt.model import (
     add_lora,
+    cast_weights,
     load_model,
     load_tokenizer,
     meta_model,
@@ -527,8 +528,8 @@ def _run(
     if not rd.train and not cfg.eval.general and cfg.model.quantization == "none":
         # Nothing trains (a baseline): the weights can be cast once, in place, to the decoding dtype, and the
         # model.dtype copy that weights_in would keep beside them is not held (2.5 GB for Qwen2.5-0.5B in fp32).
-        # The bf16 tensors are the ones weights_in would make, so the answers are the same.
-        model.to(getattr(torch, cfg.eval.dtype))
+        # The tensors are the ones weights_in would make (cast_weights both), so the answers are the same.
+        cast_weights(model, getattr(torch, cfg.eval.dtype))
     points = PointRecorder(cfg, files, tracker, tokenizer, rd, machine)
     base = points.base(model) if cfg.eval.base else None
     out = {"base": summary(base), "finetuned": None, "n_eval": sum(len(s.examples) for s in rd.report)}
