@@ -305,19 +305,22 @@ def weights_in(model, dtype: torch.dtype) -> Iterator[object]:
     """``model`` with every floating-point parameter held in ``dtype`` for the duration (bf16 decoding of an
     fp32 model); the original tensors are kept and put back untouched, so training resumes on exactly the
     weights it left. Costs one ``dtype`` copy of the weights while it lasts (half the fp32 size for bf16)."""
-    saved = {}
+    saved: dict = {}
     try:
-        saved = cast_weights(model, dtype)
+        cast_weights(
+            model, dtype, saved
+        )  # fills saved as it goes: a failure midway still restores what it cast
         yield model
     finally:
         for p, data in saved.items():
             p.data = data
 
 
-def cast_weights(model, dtype: torch.dtype) -> dict:
-    """Every floating-point parameter of ``model`` cast to ``dtype`` in place; returns the tensors replaced, by
-    parameter. Buffers keep their dtype (rotary frequencies stay fp32, as ``model.to`` would not leave them)."""
-    saved = {}
+def cast_weights(model, dtype: torch.dtype, saved: dict | None = None) -> dict:
+    """Every floating-point parameter of ``model`` cast to ``dtype`` in place; the tensors replaced go into
+    ``saved`` (by parameter), which is returned. Buffers keep their dtype (rotary frequencies stay fp32, as
+    ``model.to`` would not leave them)."""
+    saved = {} if saved is None else saved
     with torch.no_grad():
         for p in model.parameters():  # tied weights are one parameter: cast once
             if p.dtype.is_floating_point and p.dtype != dtype:

@@ -260,7 +260,8 @@ def eval_view(model, quantization: str, dtype: str) -> Iterator[object]:
         with weights_in(model, getattr(torch, dtype)) as view:
             yield view
         return
-    merged = copy.deepcopy(model).merge_and_unload().to(getattr(torch, dtype))
+    merged = copy.deepcopy(model).merge_and_unload()
+    cast_weights(merged, getattr(torch, dtype))  # as weights_in casts: parameters only
     try:
         yield merged
     finally:
